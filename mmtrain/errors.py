@@ -1,0 +1,26 @@
+"""Errors that say what is wrong, where, and how to fix it.
+
+The CLI prints any `MMTrainError` in one or two lines and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class MMTrainError(Exception):
+    """Base class of every error mmtrain raises on purpose."""
+
+
+class ConfigError(MMTrainError, ValueError):
+    """A setting, option or combination of options is invalid."""
+
+
+class DataError(MMTrainError, ValueError):
+    """A dataset row, cell or file cannot be used."""
+
+
+class PluginError(MMTrainError, LookupError):
+    """A plugin is unknown, duplicated, or failed to load."""
+
+
+class CheckpointError(MMTrainError):
+    """A checkpoint is missing, corrupt, or incompatible with the requested model."""

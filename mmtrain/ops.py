@@ -1,0 +1,90 @@
+"""Dispatch for fused ops: one call site in the model, several implementations behind it.
+
+Each op is registered in `registry.OPS` as a `KernelOp` by `mmtrain.kernels`. The backend is
+chosen by `set_backend()` (the config option) or the `MMTRAIN_KERNELS` environment variable:
+`torch` (the PyTorch reference), `triton`, or `auto` (Triton on CUDA tensors when it is
+installed, the reference otherwise). An explicitly requested backend that cannot run raises;
+`auto` never does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from mmtrain.errors import ConfigError
+from mmtrain.registry import OPS
+
+BACKENDS = ("torch", "triton", "auto")
+_backend_override: str | None = None
+
+
+@dataclass(frozen=True)
+class KernelOp:
+    """An op with its plain-PyTorch reference and optional fused implementation."""
+
+    name: str
+    reference: Callable[..., torch.Tensor]
+    triton: Callable[..., torch.Tensor] | None = None
+    triton_unavailable_reason: str = ""
+
+
+def set_backend(backend: str | None) -> None:
+    """Select the kernel backend for this process (`None` returns to the environment)."""
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    global _backend_override
+    _backend_override = backend
+
+
+def current_backend() -> str:
+    backend = _backend_override or os.environ.get("MMTRAIN_KERNELS", "auto")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"MMTRAIN_KERNELS={backend!r} is not a backend; choose one of {', '.join(BACKENDS)}"
+        )
+    return backend
+
+
+def resolve(name: str, device: torch.device) -> Callable[..., torch.Tensor]:
+    """The implementation of op `name` that the current backend selects for `device`."""
+    op: KernelOp = OPS.get(name)
+    backend = current_backend()
+    if backend == "torch":
+        return op.reference
+    if backend == "triton":
+        if op.triton is None:
+            raise ConfigError(
+                f"kernel backend 'triton' was requested but {name} cannot use it: "
+                f"{op.triton_unavailable_reason or 'no Triton implementation'}"
+            )
+        return op.triton
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if op.triton is not None and device.type == "cuda" and not interpreted:
+        return op.triton
+    return op.reference
+
+
+def masked_set_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Masked multi-head attention within small sets (SPEC §3.6); see `mmtrain.kernels`."""
+    return resolve("masked_set_attention", q.device)(q, k, v, mask)
+
+
+def masked_mixture_log_prob(
+    z: torch.Tensor,
+    loc: torch.Tensor,
+    log_scale: torch.Tensor,
+    logits: torch.Tensor,
+    component_mask: torch.Tensor,
+    family: str = "normal",
+    min_scale: float = 0.0,
+) -> torch.Tensor:
+    """log Σ_c softmax(logits masked to -inf)_c · Π_j f(z_j; loc_cj, min_scale + exp(log_scale_cj))."""
+    return resolve("masked_mixture_log_prob", z.device)(
+        z, loc, log_scale, logits, component_mask, family, min_scale
+    )
