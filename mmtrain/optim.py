@@ -1,0 +1,56 @@
+"""Gradient post-processing and the optimiser step (SPEC §2.7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from mmtrain.errors import ConfigError
+
+GRADIENT_MODES = ("elementwise", "norm", "none")
+
+
+@torch.no_grad()
+def postprocess_gradients(
+    parameters: Iterable[nn.Parameter], mode: str = "elementwise", clip: float = 100.0
+) -> int:
+    """Apply the gradient post-processing in place; return the number of NaN entries zeroed.
+
+    `elementwise`: the paper's chain — NaN → 0 (infinities untouched), then every element
+    clamped to [−clip, clip]. `norm`: NaN → 0, then global L2-norm clipping to `clip`.
+    """
+    if mode not in GRADIENT_MODES:
+        raise ConfigError(f"unknown gradient mode {mode!r}; choose one of {GRADIENT_MODES}")
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads or mode == "none":
+        return 0
+    nan_count = sum(int(torch.isnan(g).sum()) for g in grads)
+    if nan_count:
+        for g in grads:
+            torch.nan_to_num_(g, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+    if mode == "elementwise":
+        torch._foreach_clamp_min_(grads, -clip)
+        torch._foreach_clamp_max_(grads, clip)
+    else:
+        torch.nn.utils.clip_grad_norm_(grads, clip)
+    return nan_count
+
+
+def build_optimizer(
+    parameters: Iterable[nn.Parameter],
+    name: str = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Optimizer:
+    """Adam (the paper's) or AdamW."""
+    if lr <= 0:
+        raise ConfigError(f"learning rate must be positive, got {lr}")
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimiser {name!r}; choose 'adam' or 'adamw'")

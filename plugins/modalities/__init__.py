@@ -1,0 +1,5 @@
+"""Built-in modality plugins."""
+
+from mmtrain.plugins.modalities import vector
+
+__all__ = ["vector"]

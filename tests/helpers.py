@@ -1,0 +1,50 @@
+"""Small models and batches shared by tests."""
+
+from __future__ import annotations
+
+import torch
+
+from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.priors import build_prior
+from mmtrain.registry import AGGREGATORS, MODALITIES
+
+LATENT = 3
+
+
+def build_small_model(
+    aggregator: str = "sum_pooling",
+    num_modalities: int = 3,
+    num_components: int = 1,
+    dtype: torch.dtype = torch.float32,
+    family: str = "normal",
+) -> MultiModalVAE:
+    torch.manual_seed(0)
+    cls = AGGREGATORS.get(aggregator)
+    feature_dim = cls.required_feature_dim(LATENT) or 8
+    options = {}
+    if aggregator.startswith(("sum_pooling", "self_attention")):
+        options = {"pooling_size": 8, "hidden_size": 8}
+    if aggregator.startswith("self_attention"):
+        options["attention_size"] = 8
+        options["num_heads"] = 2
+    agg = cls(feature_dim, LATENT, num_components, family, 1e-3, **options)
+    modalities = {
+        f"m{i}": MODALITIES.get("vector")(
+            (2 + i,), feature_dim, LATENT, encoder_hidden=(8,), decoder="linear"
+        )
+        for i in range(num_modalities)
+    }
+    prior = build_prior(LATENT, num_components, family)
+    return MultiModalVAE(modalities, agg, prior).to(dtype)
+
+
+def random_batch(model: MultiModalVAE, size: int, seed: int = 0, avail_prob: float = 0.7) -> Batch:
+    gen = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    x = {
+        name: torch.randn(size, *model.modalities[name].event_shape, generator=gen, dtype=dtype)
+        for name in model.modality_names
+    }
+    avail = torch.rand(size, model.num_modalities, generator=gen) < avail_prob
+    avail[0] = True
+    return Batch(x, avail)

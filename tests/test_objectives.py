@@ -1,0 +1,174 @@
+"""SPEC §2.1 golden values, §2.2 term structure and §2.5 STL, in float64."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mmtrain.distributions import Diagonal, log_density
+from mmtrain.objectives import bound_terms, masked_objective, mixture_objective
+from mmtrain.priors import FixedPrior
+
+torch.set_default_dtype(torch.float64)
+
+X = torch.tensor([0.3, 1.7])
+LOG_P_X = -2.5135442649
+LOG_P_X1 = -1.1516710873
+LOG_P_X2_GIVEN_X1 = -1.3618731777
+J_MIX_S1 = -2.7822762871
+
+
+def toy_reconstruct(z: torch.Tensor) -> torch.Tensor:
+    """log p(x_1 | z), log p(x_2 | z) for x_1 = z + N(0, .5), x_2 = 2z + 1 + N(0, 1)."""
+    z = z[..., 0]
+    x1 = log_density(X[0], z, torch.tensor(math.sqrt(0.5)), "normal")
+    x2 = log_density(X[1], 2 * z + 1, torch.tensor(1.0), "normal")
+    return torch.stack([x1, x2], -1)
+
+
+def exact_posterior(subset: tuple[int, ...]) -> Diagonal:
+    precision, weighted = 1.0, 0.0
+    if 0 in subset:
+        precision, weighted = precision + 2.0, weighted + X[0].item() / 0.5
+    if 1 in subset:
+        precision, weighted = precision + 4.0, weighted + 2 * (X[1].item() - 1)
+    loc = torch.tensor([weighted / precision])
+    return Diagonal(loc, torch.tensor([-0.5 * math.log(precision)]), "normal", 0.0)
+
+
+def toy_terms(objective: str, subset: tuple[int, ...], z_s: float, z_f: float) -> torch.Tensor:
+    prior = FixedPrior(1)
+    mask = torch.tensor([[i in subset for i in range(2)]])
+    value, _ = bound_terms(
+        objective,
+        torch.tensor([[[z_s]]]),
+        torch.tensor([[[z_f]]]),
+        exact_posterior((0, 1)),
+        exact_posterior(subset),
+        prior.log_prob,
+        toy_reconstruct,
+        torch.ones(1, 2, dtype=torch.bool),
+        mask,
+        torch.ones(2),
+    )
+    return value
+
+
+def test_exact_posteriors_match_spec() -> None:
+    assert exact_posterior((0,)).loc.item() == pytest.approx(0.2)
+    assert exact_posterior((0,)).scale.item() ** 2 == pytest.approx(1 / 3)
+    assert exact_posterior((0, 1)).loc.item() == pytest.approx(2 / 7)
+    assert exact_posterior((0, 1)).scale.item() ** 2 == pytest.approx(1 / 7)
+
+
+@pytest.mark.parametrize("subset", [(), (0,), (1,), (0, 1)])
+@pytest.mark.parametrize("z", [-1.0, 0.2, 2.5, 7.0])
+def test_masked_single_sample_equals_log_evidence(subset: tuple[int, ...], z: float) -> None:
+    assert toy_terms("masked", subset, z, z).item() == pytest.approx(LOG_P_X, abs=1e-6)
+    # z_S and z_F independent: still exact, the two halves are separately constant.
+    assert toy_terms("masked", subset, z, -z + 0.3).item() == pytest.approx(LOG_P_X, abs=1e-6)
+
+
+def test_masked_halves_are_marginal_and_conditional() -> None:
+    _, terms = bound_terms(
+        "masked",
+        torch.tensor([[[0.7]]]),
+        torch.tensor([[[-0.4]]]),
+        exact_posterior((0, 1)),
+        exact_posterior((0,)),
+        FixedPrior(1).log_prob,
+        toy_reconstruct,
+        torch.ones(1, 2, dtype=torch.bool),
+        torch.tensor([[True, False]]),
+        torch.ones(2),
+    )
+    marginal = terms["R_marg"] - terms["Q_S"] + terms["P_S"]
+    conditional = terms["R_comp"] - terms["Q_F"] + terms["Q_SF"]
+    assert marginal.item() == pytest.approx(LOG_P_X1, abs=1e-6)
+    assert conditional.item() == pytest.approx(LOG_P_X2_GIVEN_X1, abs=1e-6)
+
+
+def expected_mixture_value(subset: tuple[int, ...]) -> float:
+    """E_{q(z|x_S)} of the mixture integrand by Gauss–Hermite quadrature (exact: quadratic)."""
+    q = exact_posterior(subset)
+    nodes, weights = np.polynomial.hermite.hermgauss(20)
+    z = q.loc.item() + math.sqrt(2) * q.scale.item() * torch.tensor(nodes)
+    values = torch.stack([toy_terms("mixture", subset, zi.item(), 0.0)[0, 0] for zi in z])
+    return float((values * torch.tensor(weights)).sum() / math.sqrt(math.pi))
+
+
+def kl_normal(m1: float, v1: float, m2: float, v2: float) -> float:
+    return 0.5 * (math.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1)
+
+
+def test_mixture_objective_golden_value() -> None:
+    assert expected_mixture_value((0,)) == pytest.approx(J_MIX_S1, abs=1e-6)
+
+
+@pytest.mark.parametrize("subset", [(), (0,), (1,), (0, 1)])
+def test_mixture_objective_gap_is_kl_to_full_posterior(subset: tuple[int, ...]) -> None:
+    q, full = exact_posterior(subset), exact_posterior((0, 1))
+    gap = kl_normal(q.loc.item(), q.scale.item() ** 2, full.loc.item(), full.scale.item() ** 2)
+    assert expected_mixture_value(subset) == pytest.approx(LOG_P_X - gap, abs=1e-6)
+
+
+def tiny_model(aggregator: str = "sum_pooling"):
+    from tests.helpers import build_small_model
+
+    return build_small_model(aggregator, dtype=torch.float64)
+
+
+def test_stl_gradient_structure() -> None:
+    """Q_S reaches the encoder only through z_S; Q_SF reaches q(·|x_S)'s parameters."""
+    from mmtrain.masks import sample_subset_mask
+    from tests.helpers import random_batch
+
+    model, batch = tiny_model(), None
+    batch = random_batch(model, 6, seed=0)
+    h = model.encode_features(model.clean(batch))
+    subset = sample_subset_mask(batch.avail, None, generator=torch.Generator().manual_seed(1))
+    subset[:, 0] = True
+    q_full, q_subset = model.posterior_pair(h, batch.avail, subset)
+    z_s = q_subset.rsample(1)
+    z_fixed = z_s.detach()
+    stl_value = q_subset.detached().log_prob(z_fixed).sum()
+    assert not stl_value.requires_grad  # no path except through z
+    live = q_subset.log_prob(z_fixed).sum()
+    grads = torch.autograd.grad(live, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    path = q_subset.detached().log_prob(z_s).sum()
+    grads_path = torch.autograd.grad(path, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_path)
+    q_full_sample = q_full.rsample(1).detach()
+    q_sf = q_subset.log_prob(q_full_sample).sum()
+    grads_sf = torch.autograd.grad(q_sf, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_sf)
+
+
+@pytest.mark.parametrize("objective", [masked_objective, mixture_objective])
+def test_objective_terms_and_loss(objective) -> None:
+    from tests.helpers import random_batch
+
+    model = tiny_model()
+    batch = random_batch(model, 5, seed=3)
+    out = objective(model, batch, samples=3)
+    assert out.loss.shape == ()
+    assert torch.isfinite(out.loss)
+    for value in out.terms.values():
+        assert value.shape == (3, 5)
+    assert out.loss.item() == pytest.approx(-out.per_example.sum().item())
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_full_subset_makes_conditional_term_zero() -> None:
+    from tests.helpers import random_batch
+
+    model = tiny_model()
+    batch = random_batch(model, 4, seed=2)
+    out = masked_objective(model, batch, subset_mask=batch.avail.clone())
+    assert torch.allclose(out.terms["Q_SF"], out.terms["Q_F"])
+    assert torch.all(out.terms["R_comp"] == 0)
