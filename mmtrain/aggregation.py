@@ -66,9 +66,7 @@ class Aggregator(nn.Module):
         k = self.num_components
         blocks = out[..., : 2 * d * k].reshape(*out.shape[:-1], k, 2 * d)
         logits = out[..., 2 * d * k :]
-        return Mixture(
-            blocks[..., :d], blocks[..., d:], logits, None, self.family, self.min_scale
-        )
+        return Mixture(blocks[..., :d], blocks[..., d:], logits, None, self.family, self.min_scale)
 
     def forward(self, h: Tensor, mask: Tensor, prior: Prior) -> Distribution:
         raise NotImplementedError

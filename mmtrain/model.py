@@ -104,7 +104,9 @@ class MultiModalVAE(nn.Module):
 
     def encode_features(self, x: dict[str, Tensor]) -> Tensor:
         """Stack the modality features `h` to `[B, M, F]`; encoders see cleaned inputs."""
-        return torch.stack([self.modalities[name].encode(x[name]) for name in self.modality_names], 1)
+        return torch.stack(
+            [self.modalities[name].encode(x[name]) for name in self.modality_names], 1
+        )
 
     def posterior(self, h: Tensor, mask: Tensor) -> Distribution:
         return self.aggregator(h, mask.bool(), self.prior)

@@ -14,7 +14,14 @@ from mmtrain.priors import FixedPrior, MixturePrior
 from mmtrain.registry import AGGREGATORS
 from tests.helpers import LATENT, build_small_model, random_batch
 
-ALL = ["poe", "moe", "sum_pooling", "self_attention", "sum_pooling_mixture", "self_attention_mixture"]
+ALL = [
+    "poe",
+    "moe",
+    "sum_pooling",
+    "self_attention",
+    "sum_pooling_mixture",
+    "self_attention_mixture",
+]
 
 
 def test_registry_lists_all_six() -> None:

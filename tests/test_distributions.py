@@ -52,15 +52,23 @@ def test_mixture_log_prob_brute_force_with_masked_component() -> None:
         )
         assert torch.allclose(q.log_prob(z)[:, b], mix.log_prob(z[:, b]), atol=1e-5)
     # A masked component far away must not leak: probabilities clamp to ~1e-7 would.
-    far = Mixture(torch.tensor([[[0.0], [100.0]]]), torch.zeros(1, 2, 1), torch.zeros(1, 2),
-                  torch.tensor([[True, False]]))
+    far = Mixture(
+        torch.tensor([[[0.0], [100.0]]]),
+        torch.zeros(1, 2, 1),
+        torch.zeros(1, 2),
+        torch.tensor([[True, False]]),
+    )
     expected = D.Normal(0.0, 1.0).log_prob(torch.tensor(100.0))
     assert far.log_prob(torch.tensor([[[100.0]]])).item() == pytest.approx(expected.item())
 
 
 def test_mixture_with_no_component_is_finite_to_sample() -> None:
-    q = Mixture(torch.zeros(2, 2, 3), torch.zeros(2, 2, 3), torch.zeros(2, 2),
-                torch.tensor([[False, False], [True, True]]))
+    q = Mixture(
+        torch.zeros(2, 2, 3),
+        torch.zeros(2, 2, 3),
+        torch.zeros(2, 2),
+        torch.tensor([[False, False], [True, True]]),
+    )
     assert torch.isfinite(q.rsample(4)).all()
 
 

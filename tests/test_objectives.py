@@ -137,14 +137,20 @@ def test_stl_gradient_structure() -> None:
     stl_value = q_subset.detached().log_prob(z_fixed).sum()
     assert not stl_value.requires_grad  # no path except through z
     live = q_subset.log_prob(z_fixed).sum()
-    grads = torch.autograd.grad(live, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True)
+    grads = torch.autograd.grad(
+        live, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True
+    )
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     path = q_subset.detached().log_prob(z_s).sum()
-    grads_path = torch.autograd.grad(path, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True)
+    grads_path = torch.autograd.grad(
+        path, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True
+    )
     assert any(g is not None and g.abs().sum() > 0 for g in grads_path)
     q_full_sample = q_full.rsample(1).detach()
     q_sf = q_subset.log_prob(q_full_sample).sum()
-    grads_sf = torch.autograd.grad(q_sf, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True)
+    grads_sf = torch.autograd.grad(
+        q_sf, list(model.aggregator.parameters()), allow_unused=True, retain_graph=True
+    )
     assert any(g is not None and g.abs().sum() > 0 for g in grads_sf)
 
 

@@ -47,8 +47,10 @@ class MaskedSelfAttentionBlock(nn.Module):
 
     def forward(self, e: Tensor, mask: Tensor) -> Tensor:
         q_in, kv_in = self.norm_q(e), self.norm_kv(e)
-        q, k, v = self._heads(self.query(q_in)), self._heads(self.key(kv_in)), self._heads(
-            self.value(kv_in)
+        q, k, v = (
+            self._heads(self.query(q_in)),
+            self._heads(self.key(kv_in)),
+            self._heads(self.value(kv_in)),
         )
         attended = ops.masked_set_attention(q, k, v, mask)
         e = e + self.project(attended.transpose(-2, -3).flatten(-2))

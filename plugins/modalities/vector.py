@@ -64,6 +64,8 @@ def vector_modality(
         )
     else:
         lik = build_likelihood(likelihood, event_shape)
-    encoder = FlatMLPEncoder(math.prod(event_shape), feature_dim, tuple(encoder_hidden), encoder_act)
+    encoder = FlatMLPEncoder(
+        math.prod(event_shape), feature_dim, tuple(encoder_hidden), encoder_act
+    )
     dec = build_decoder(decoder, latent_dim, lik.num_params, tuple(decoder_hidden))
     return Modality(encoder, dec, lik)
