@@ -1,15 +1,19 @@
-"""The `mmtrain` command line."""
+"""The `mmtrain` command line: errors in one or two lines with exit status 2, `--debug` for
+the traceback. Each subcommand lives in `mmtrain.commands.<name>` with `add_parser` and `run`."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
+from types import ModuleType
 
 from mmtrain.errors import MMTrainError
+
+#: subcommand modules, in help order
+COMMAND_MODULES = ("experiment", "train", "eval", "compare", "export", "data", "plugins")
 
 
 class CLIError(MMTrainError):
@@ -21,87 +25,34 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: {message}")
 
 
-def _add_experiment(sub: argparse._SubParsersAction) -> None:
-    from mmtrain.experiments import EXPERIMENTS
-
-    p = sub.add_parser(
-        "experiment",
-        help="train and evaluate one of the paper's simulated experiments",
-        description="Train a model on one of the paper's simulated experiments (SPEC §4) and "
-        "report its exact/importance-sampled log-likelihoods, bound and MCC.",
-    )
-    p.add_argument("name", choices=EXPERIMENTS, metavar="{" + ",".join(EXPERIMENTS) + "}")
-    p.add_argument("--aggregator", help="aggregator name (default: the script's)")
-    p.add_argument("--objective", default="masked", help="masked or mixture")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--modalities", type=int, help="number of modalities (linear-gaussian)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--components", type=int, help="prior/posterior mixture components K")
-    p.add_argument("--is-samples", type=int, help="importance samples for is_ll")
-    p.add_argument("--samples", type=int, help="importance samples L during training")
-    p.add_argument("--beta", type=float)
-    p.add_argument("--subset-mode", choices=["faithful", "uniform-size"])
-    p.add_argument("--gradient-mode", choices=["elementwise", "norm", "none"])
-    p.add_argument("--poe-reference-bug", action="store_true", help="reproduce the PoE bug")
-    p.add_argument("--clean-data", action="store_true", help="shuffle the multimodal split")
-    p.add_argument("--num-examples", type=int, help="override the data size")
-    p.add_argument("--kernels", choices=["torch", "triton", "auto"], help="kernel backend")
-    p.add_argument("--json", type=Path, help="write the results as JSON here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+def _command_modules() -> dict[str, ModuleType]:
+    modules = {}
+    for name in COMMAND_MODULES:
+        try:
+            modules[name] = importlib.import_module(f"mmtrain.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"mmtrain.commands.{name}":
+                raise
+    return modules
 
 
-def _run_experiment(args: argparse.Namespace) -> int:
-    from mmtrain.experiments import ExperimentSettings, run_experiment
-    from mmtrain.report import experiment_table
-
-    settings = ExperimentSettings.defaults(
-        args.name,
-        args.aggregator,
-        objective=args.objective,
-        steps=args.steps,
-        modalities=args.modalities,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        lr=args.lr,
-        num_components=args.components,
-        is_samples=args.is_samples,
-        samples=args.samples,
-        beta=args.beta,
-        subset_mode=args.subset_mode,
-        gradient_mode=args.gradient_mode,
-        poe_reference_bug=args.poe_reference_bug or None,
-        faithful_data=False if args.clean_data else None,
-        num_examples=args.num_examples,
-        kernel_backend=args.kernels,
-    )
-    results = run_experiment(settings, progress=not args.quiet)
-    experiment_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"results written to {args.json}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     parser = _Parser(prog="mmtrain", description="Multi-modal VAEs with masked objectives.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_experiment(sub)
-    return parser
-
-
-COMMANDS = {"experiment": _run_experiment}
+    modules = _command_modules()
+    for module in modules.values():
+        module.add_parser(sub)
+    return parser, modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        parser, modules = build_parser()
+        args = parser.parse_args(argv)
+        return int(modules[args.command].run(args) or 0)
     except MMTrainError as error:
         if debug:
             traceback.print_exc()
