@@ -21,3 +21,8 @@ except ImportError:  # pragma: no cover
     _has_cuda = False
 if not _has_cuda:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+if os.environ.get("PYTEST_XDIST_WORKER") and not _has_cuda:
+    # One intra-op thread per xdist worker: two workers with two threads each on a 2-core
+    # machine run several times slower than with one.
+    torch.set_num_threads(1)
