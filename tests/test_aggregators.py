@@ -172,3 +172,23 @@ def test_attention_is_nan_free_for_all_masked_rows() -> None:
     loss = q.log_prob(torch.zeros(1, 2, LATENT, dtype=torch.float64)).sum()
     loss.backward()
     assert torch.isfinite(h.grad).all()
+
+
+@pytest.mark.parametrize("name,components", CASES)
+@pytest.mark.parametrize("objective", ["masked", "mixture"])
+def test_example_with_nothing_observed_is_finite(name: str, components: int, objective: str) -> None:
+    """A row with no observed modality: q(z|x) = q(z|∅) (prior expert, prior mixture or ρ(0));
+    its reconstruction terms are empty, its loss and every gradient finite."""
+    from mmtrain.registry import OBJECTIVES
+
+    model = _agg_model(name, components)
+    batch = random_batch(model, 8, seed=5)
+    batch.avail[3] = False
+    batch.x["m1"][3] = float("nan")  # missing values may hold anything
+    out = OBJECTIVES.get(objective)(model, batch, samples=2)
+    assert torch.isfinite(out.per_example).all()
+    for term in ("R_marg", "R_cross"):
+        assert torch.all(out.terms[term][:, 3] == 0)
+    out.loss.backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is None or torch.isfinite(param.grad).all(), pname
