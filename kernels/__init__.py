@@ -1,24 +1,77 @@
 """Fused ops for mmtrain, each beside its plain-PyTorch reference.
 
 Importing this package registers every op in `mmtrain.registry.OPS`; `mmtrain.ops` dispatches.
+The Triton implementations are optional: when `triton` cannot be imported each op is
+registered with `triton=None` and the reason, so `auto` falls back to the reference and an
+explicit `triton` request fails with that reason.
+
+| op | reference | Triton |
+|---|---|---|
+| `masked_set_attention` | `masked_set_attention_reference` | `set_attention.masked_set_attention_triton` |
+| `masked_set_attention_pooled` | `masked_set_attention_pooled_reference` | `..._pooled_triton` |
+| `masked_set_attention_two_mask` | `masked_set_attention_two_mask_reference` | `..._two_mask_triton` |
+| `masked_mixture_log_prob` | `masked_mixture_log_prob_reference` | `mixture_log_prob.masked_mixture_log_prob_triton` |
 """
 
 from __future__ import annotations
 
-from mmtrain.kernels.reference import (
-    masked_mixture_log_prob_reference,
-    masked_set_attention_reference,
-)
+from collections.abc import Callable
+from typing import Any
+
 from mmtrain.ops import KernelOp
 from mmtrain.registry import OPS
 
-OPS.register(
-    "masked_set_attention",
-    KernelOp("masked_set_attention", masked_set_attention_reference),
-)
-OPS.register(
-    "masked_mixture_log_prob",
-    KernelOp("masked_mixture_log_prob", masked_mixture_log_prob_reference),
+from .reference import (
+    masked_mixture_log_prob_reference,
+    masked_set_attention_pooled_reference,
+    masked_set_attention_reference,
+    masked_set_attention_two_mask_reference,
 )
 
-__all__ = ["masked_mixture_log_prob_reference", "masked_set_attention_reference"]
+_triton_impls: dict[str, Callable[..., Any]] = {}
+TRITON_UNAVAILABLE_REASON = ""
+try:
+    import triton  # noqa: F401
+except Exception as exc:  # pragma: no cover - exercised only without triton installed
+    TRITON_UNAVAILABLE_REASON = f"triton is not importable ({type(exc).__name__}: {exc}); "
+    TRITON_UNAVAILABLE_REASON += "install mmtrain[kernels]"
+else:
+    from .mixture_log_prob import masked_mixture_log_prob_triton
+    from .set_attention import (
+        masked_set_attention_pooled_triton,
+        masked_set_attention_triton,
+        masked_set_attention_two_mask_triton,
+    )
+
+    _triton_impls = {
+        "masked_set_attention": masked_set_attention_triton,
+        "masked_set_attention_pooled": masked_set_attention_pooled_triton,
+        "masked_set_attention_two_mask": masked_set_attention_two_mask_triton,
+        "masked_mixture_log_prob": masked_mixture_log_prob_triton,
+    }
+
+_references: dict[str, Callable[..., Any]] = {
+    "masked_set_attention": masked_set_attention_reference,
+    "masked_set_attention_pooled": masked_set_attention_pooled_reference,
+    "masked_set_attention_two_mask": masked_set_attention_two_mask_reference,
+    "masked_mixture_log_prob": masked_mixture_log_prob_reference,
+}
+
+for _name, _reference in _references.items():
+    OPS.register(
+        _name,
+        KernelOp(
+            _name,
+            _reference,
+            triton=_triton_impls.get(_name),
+            triton_unavailable_reason=TRITON_UNAVAILABLE_REASON,
+        ),
+    )
+
+__all__ = [
+    "TRITON_UNAVAILABLE_REASON",
+    "masked_mixture_log_prob_reference",
+    "masked_set_attention_pooled_reference",
+    "masked_set_attention_reference",
+    "masked_set_attention_two_mask_reference",
+]

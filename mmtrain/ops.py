@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -27,15 +28,17 @@ class KernelOp:
     """An op with its plain-PyTorch reference and optional fused implementation."""
 
     name: str
-    reference: Callable[..., torch.Tensor]
-    triton: Callable[..., torch.Tensor] | None = None
+    reference: Callable[..., Any]
+    triton: Callable[..., Any] | None = None
     triton_unavailable_reason: str = ""
 
 
 def set_backend(backend: str | None) -> None:
     """Select the kernel backend for this process (`None` returns to the environment)."""
     if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(
+            f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        )
     global _backend_override
     _backend_override = backend
 
@@ -49,20 +52,26 @@ def current_backend() -> str:
     return backend
 
 
-def resolve(name: str, device: torch.device) -> Callable[..., torch.Tensor]:
+def resolve(name: str, device: torch.device) -> Callable[..., Any]:
     """The implementation of op `name` that the current backend selects for `device`."""
     op: KernelOp = OPS.get(name)
     backend = current_backend()
     if backend == "torch":
         return op.reference
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if backend == "triton":
         if op.triton is None:
             raise ConfigError(
                 f"kernel backend 'triton' was requested but {name} cannot use it: "
                 f"{op.triton_unavailable_reason or 'no Triton implementation'}"
             )
+        if device.type != "cuda" and not interpreted:
+            raise ConfigError(
+                f"kernel backend 'triton' was requested but {name} got {device.type} tensors: "
+                "Triton runs on CUDA tensors, or on the CPU only in its interpreter "
+                "(TRITON_INTERPRET=1 before mmtrain.kernels is imported, for tests)"
+            )
         return op.triton
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if op.triton is not None and device.type == "cuda" and not interpreted:
         return op.triton
     return op.reference
@@ -73,6 +82,24 @@ def masked_set_attention(
 ) -> torch.Tensor:
     """Masked multi-head attention within small sets (SPEC §3.6); see `mmtrain.kernels`."""
     return resolve("masked_set_attention", q.device)(q, k, v, mask)
+
+
+def masked_set_attention_pooled(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """`masked_set_attention` summed over the present elements of each set → [B, H, Dh]."""
+    return resolve("masked_set_attention_pooled", q.device)(q, k, v, mask)
+
+
+def masked_set_attention_two_mask(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask_a: torch.Tensor,
+    mask_b: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`masked_set_attention` under two masks (full and sampled subset) → (out_a, out_b)."""
+    return resolve("masked_set_attention_two_mask", q.device)(q, k, v, mask_a, mask_b)
 
 
 def masked_mixture_log_prob(
