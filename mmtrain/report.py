@@ -38,3 +38,30 @@ def experiment_table(results: Mapping[str, object], console: Console | None = No
         for key, value in mcc.items():
             table.add_row(f"MCC {key.replace('_', '-')}", f"{value:.4f}")
     console.print(table)
+
+
+def training_summary(result: Mapping[str, object], console: Console | None = None) -> None:
+    """A short written summary of a training run."""
+    console = console or Console()
+    table = Table(title="training summary (per example)", header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("optimiser steps", "steps"),
+        ("processes", "world_size"),
+        ("training seconds", "seconds"),
+        ("train bound (last window)", "train/bound"),
+        ("train loss (last window)", "train/loss"),
+        ("steps per second", "train/steps_per_second"),
+        ("examples per second", "train/examples_per_second"),
+        ("held-out bound", "eval/bound"),
+        ("held-out importance-sampled log-lik.", "eval/is_ll"),
+        ("skipped non-finite steps", "nan_skipped_steps"),
+    ]
+    for label, key in rows:
+        if key in result and result[key] is not None:
+            value = result[key]
+            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if result.get("checkpoint"):
+        console.print(f"checkpoint: {result['checkpoint']}")

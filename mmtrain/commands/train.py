@@ -1,0 +1,59 @@
+"""`mmtrain train CONFIG.yaml [--set key=value ...] [--resume PATH|latest] [--ray ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config (one process, accelerate launch, or Ray)",
+        description="Train from a YAML config. Under `accelerate launch -m mmtrain train` the "
+        "same loop runs on every process; with --ray, Ray Train runs it on N workers.",
+    )
+    p.add_argument("config", type=Path, help="YAML config (see configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
+    p.add_argument("--resume", metavar="PATH|latest", help="continue from a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("Ray")
+    ray.add_argument("--ray", action="store_true", help="run with Ray Train's TorchTrainer")
+    ray.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    ray.add_argument("--num-workers", type=int, default=1)
+    ray.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0)
+    ray.add_argument("--storage", help="Ray storage path for checkpoints and results")
+    ray.add_argument("--max-failures", type=int, default=2, help="worker-group restarts")
+    ray.add_argument(
+        "--resources-per-worker",
+        default=None,
+        help='extra Ray resources per worker as JSON, e.g. {"node_slot": 1}',
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmtrain.config import load_config
+    from mmtrain.report import training_summary
+
+    config = load_config(args.config, args.overrides)
+    if args.ray:
+        from mmtrain.train.ray_launcher import run_with_ray
+
+        result = run_with_ray(config, args)
+    else:
+        from mmtrain.train.loop import train
+
+        result = train(config, resume=args.resume, progress=not args.quiet)
+    if result.get("is_main", True):
+        training_summary(result)
+        print(json.dumps({k: result[k] for k in ("steps", "checkpoint", "output_dir")}))
+    return 0

@@ -1,0 +1,269 @@
+"""Typed, validated configuration for `mmtrain train`.
+
+A YAML file (plus `--set key.path=value` overrides) becomes a `TrainConfig` of nested
+dataclasses. Unknown keys fail with the closest valid key; wrong types and out-of-range
+values fail with the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from mmtrain.data.config import DataConfig
+from mmtrain.errors import ConfigError
+
+
+@dataclass
+class PriorConfig:
+    kind: Literal["fixed", "mixture"] = "fixed"
+    components: int = 1
+    family: Literal["normal", "laplace"] = "normal"
+
+
+@dataclass
+class ModelSection:
+    """The VAE: aggregator, objective, latent size, prior, β and importance samples."""
+
+    aggregator: str = "sum_pooling"
+    aggregator_options: dict[str, Any] = field(default_factory=dict)
+    objective: str = "masked"
+    latent_dim: int = 20
+    feature_dim: int = 128
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    beta: float = 1.0
+    samples: int = 1
+    stl: bool = True
+    subset_mode: Literal["faithful", "uniform-size"] = "faithful"
+    min_scale: float = 5e-4
+    posterior_family: Literal["normal", "laplace"] = "normal"
+    reconstruction_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class GradientConfig:
+    """`elementwise`: the paper's NaN→0 then elementwise clip; `norm`: global norm clip."""
+
+    mode: Literal["elementwise", "norm", "none"] = "elementwise"
+    clip: float = 1000.0
+
+
+@dataclass
+class OptimizerSection:
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    min_lr_ratio: float = 0.0
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+
+
+@dataclass
+class TrainSection:
+    """Length, batch, precision, evaluation and checkpoint cadence."""
+
+    steps: int | None = 1000
+    epochs: int | None = None
+    grad_accum: int = 1
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = 10
+    eval_every: int = 0
+    eval_batches: int = 4
+    eval_split: str | None = "test"
+    eval_is_samples: int = 16
+    checkpoint_every: int = 0
+    keep_last: int = 3
+    max_nan_steps: int = 20
+    kernels: Literal["torch", "triton", "auto"] = "auto"
+    cpu: bool = False
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig("digits"))
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimizerSection = field(default_factory=OptimizerSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    seed: int = 0
+    output_dir: str = "runs/default"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("model", "optim", "train"):
+            out[name] = dataclasses.asdict(out[name])
+        out["data"] = self.data.to_dict()
+        return out
+
+    def validate(self) -> TrainConfig:
+        checks: list[tuple[bool, str]] = [
+            (self.optim.lr > 0, f"optim.lr must be positive, got {self.optim.lr}"),
+            (
+                self.train.grad_accum >= 1,
+                f"train.grad_accum must be ≥ 1, got {self.train.grad_accum}",
+            ),
+            (
+                self.model.latent_dim >= 1,
+                f"model.latent_dim must be ≥ 1, got {self.model.latent_dim}",
+            ),
+            (
+                self.model.feature_dim >= 1,
+                f"model.feature_dim must be ≥ 1, got {self.model.feature_dim}",
+            ),
+            (self.model.samples >= 1, f"model.samples must be ≥ 1, got {self.model.samples}"),
+            (self.model.beta >= 0, f"model.beta must be ≥ 0, got {self.model.beta}"),
+            (self.model.prior.components >= 1, "model.prior.components must be ≥ 1"),
+            (self.optim.gradient.clip > 0, "optim.gradient.clip must be positive"),
+            (self.optim.warmup_steps >= 0, "optim.warmup_steps must be ≥ 0"),
+            (self.train.keep_last >= 1, f"train.keep_last must be ≥ 1, got {self.train.keep_last}"),
+            (self.train.max_nan_steps >= 1, "train.max_nan_steps must be ≥ 1"),
+            (self.train.eval_is_samples >= 1, "train.eval_is_samples must be ≥ 1"),
+            (self.train.log_every >= 1, "train.log_every must be ≥ 1"),
+            (self.train.eval_every >= 0, "train.eval_every must be ≥ 0 (0: never)"),
+            (self.train.checkpoint_every >= 0, "train.checkpoint_every must be ≥ 0 (0: at end)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if (self.train.steps is None) == (self.train.epochs is None):
+            raise ConfigError("set exactly one of train.steps and train.epochs (the other to null)")
+        length = self.train.steps if self.train.steps is not None else self.train.epochs
+        if length is not None and length < 1:
+            raise ConfigError(f"train.steps / train.epochs must be ≥ 1, got {length}")
+        if self.model.prior.kind == "fixed" and self.model.prior.components != 1:
+            raise ConfigError("a fixed prior has one component; use model.prior.kind: mixture")
+        if self.model.aggregator == "poe" and self.model.prior.components != 1:
+            raise ConfigError(
+                "poe needs a single-component prior (SPEC §3.2): set model.prior.components: 1 "
+                "or choose another aggregator"
+            )
+        return self
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check and convert one YAML value against a field type."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {type(value).__name__}")
+        if tp is DataConfig:
+            return DataConfig.from_dict(value)
+        return from_dict(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, path)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{path} must be one of {list(choices)}, got {value!r}{hint}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {type(value).__name__}")
+        _, value_type = get_args(tp)
+        return {str(k): _convert(v, value_type, f"{path}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list, got {type(value).__name__}")
+        (item_type,) = get_args(tp)
+        return [_convert(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, naming the closest key for unknown ones."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {(path + '.' if path else '') + close[0]!r}?" if close else ""
+            valid = ", ".join(fields)
+            raise ConfigError(f"unknown config key {where!r}{hint} Valid here: {valid}")
+        kwargs[key] = _convert(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set expects key.path=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = _parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: {key!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read YAML, apply `key.path=value` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+        data = loaded or {}
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return from_dict(TrainConfig, data).validate()

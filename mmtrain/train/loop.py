@@ -1,0 +1,492 @@
+"""The training loop, written once on Accelerate.
+
+It runs unchanged in one process (`mmtrain train`), in N processes on one node
+(`accelerate launch -m mmtrain train`), and inside Ray Train workers (`--ray`), which set up
+the process group before the loop builds its `Accelerator`. Top to bottom: data, model,
+optimiser; resume; loop (accumulate → autocast → objective → NaN check → backward →
+gradient post-processing → step); log; evaluate; checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmtrain import ops
+from mmtrain.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    read_state,
+    resolve_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from mmtrain.config import TrainConfig, config_from_dict
+from mmtrain.data.loader import BatchLoader, build_loader
+from mmtrain.errors import CheckpointError, ConfigError, MMTrainError
+from mmtrain.modality import ModalityPlugin
+from mmtrain.model import MultiModalVAE
+from mmtrain.objectives import importance_log_likelihood
+from mmtrain.optim import build_optimizer, postprocess_gradients
+from mmtrain.priors import build_prior
+from mmtrain.registry import AGGREGATORS, OBJECTIVES
+
+#: a checkpoint callback for launchers (Ray): (metrics, checkpoint directory or None)
+Reporter = Callable[[dict[str, float], Path | None], None]
+
+
+class TrainingDiverged(MMTrainError):
+    """Too many consecutive steps produced a non-finite loss."""
+
+
+def build_model(config: TrainConfig, plugins: dict[str, ModalityPlugin]) -> MultiModalVAE:
+    """The model of a config: plugin networks, the aggregator, the prior."""
+    cfg = config.model
+    aggregator_cls = AGGREGATORS.get(cfg.aggregator)
+    OBJECTIVES.get(cfg.objective)
+    latent = cfg.latent_dim
+    feature_dim = aggregator_cls.required_feature_dim(latent) or cfg.feature_dim
+    components = cfg.prior.components
+    modalities = {name: plugin.build(feature_dim, latent) for name, plugin in plugins.items()}
+    try:
+        aggregator = aggregator_cls(
+            feature_dim,
+            latent,
+            components,
+            cfg.posterior_family,
+            cfg.min_scale,
+            **cfg.aggregator_options,
+        )
+    except TypeError as error:
+        raise ConfigError(f"model.aggregator_options for {cfg.aggregator}: {error}") from None
+    prior = build_prior(latent, components, cfg.prior.family, learned=cfg.prior.kind == "mixture")
+    return MultiModalVAE(modalities, aggregator, prior, cfg.reconstruction_weights)
+
+
+def learning_rate_factor(step: int, config: TrainConfig, total_steps: int | None) -> float:
+    """Linear warm-up, then constant, cosine or linear decay to `min_lr_ratio`."""
+    optim = config.optim
+    if optim.warmup_steps and step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant" or not total_steps:
+        return 1.0
+    span = max(1, total_steps - optim.warmup_steps)
+    progress = min(1.0, (step - optim.warmup_steps) / span)
+    floor = optim.min_lr_ratio
+    if optim.schedule == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (1 - floor) * (1 - progress)
+
+
+def model_signature(config: TrainConfig, loader: BatchLoader) -> dict[str, Any]:
+    """What a checkpoint must agree on to be loaded into this run's model."""
+    return {
+        "modalities": {
+            name: {
+                "kind": spec.kind,
+                "options": _plugin_options(loader.plugins[name], spec.options),
+            }
+            for name, spec in loader.modalities.items()
+        },
+        "event_shapes": {k: list(v) for k, v in loader.event_shapes.items()},
+        "aggregator": config.model.aggregator,
+        "aggregator_options": config.model.aggregator_options,
+        "latent_dim": config.model.latent_dim,
+        "feature_dim": config.model.feature_dim,
+        "prior": {
+            "kind": config.model.prior.kind,
+            "components": config.model.prior.components,
+            "family": config.model.prior.family,
+        },
+        "posterior_family": config.model.posterior_family,
+    }
+
+
+def _plugin_options(plugin: ModalityPlugin, fallback: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(plugin.options()))
+    except NotImplementedError:
+        return dict(fallback)
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    differences = [
+        f"{key}: checkpoint {saved.get(key)!r} vs config {value!r}"
+        for key, value in current.items()
+        if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(value))
+    ]
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} was written for another model; " + "; ".join(differences[:3])
+        )
+
+
+def plugin_provenance(signature: dict[str, Any], objective: str) -> dict[str, Any]:
+    """Registry names and package versions of every plugin the model uses."""
+    from mmtrain.registry import provenance
+
+    kinds = {spec["kind"] for spec in signature["modalities"].values()}
+    return provenance(
+        {"modality": kinds, "aggregator": [signature["aggregator"]], "objective": [objective]}
+    )
+
+
+@dataclass
+class _Window:
+    """Sums of logged values since the last log line, reduced across ranks when logged."""
+
+    sums: dict[str, float]
+    steps: int = 0
+    examples: int = 0
+    started: float = 0.0
+
+    @classmethod
+    def fresh(cls) -> _Window:
+        return cls({}, 0, 0, time.perf_counter())
+
+    def add(self, values: dict[str, float], examples: int) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+        self.examples += examples
+
+
+class MetricsLog:
+    """JSON lines and (when installed) TensorBoard, written by the main process only."""
+
+    def __init__(self, directory: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.writer = None
+        self.handle = None
+        if not enabled:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        self.handle = (directory / "metrics.jsonl").open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(directory / "tensorboard"))
+        except ImportError:
+            self.writer = None
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled or self.handle is None:
+            return
+        self.handle.write(json.dumps({"step": step, **values}) + "\n")
+        self.handle.flush()
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _make_accelerator(config: TrainConfig):  # noqa: ANN202
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    use_cpu = config.train.cpu or not torch.cuda.is_available()
+    return Accelerator(
+        cpu=use_cpu,
+        mixed_precision=config.train.mixed_precision,
+        gradient_accumulation_steps=config.train.grad_accum,
+        # MoE's prior rows only receive gradients in batches where some S is empty.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiModalVAE, loader: BatchLoader, config: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """Bound (random S, L = 1) and importance-sampled log-likelihood on held-out batches."""
+    was_training = model.training
+    model.eval()
+    bound, log_lik, count = 0.0, 0.0, 0
+    for index, batch in enumerate(loader):
+        if index >= config.train.eval_batches:
+            break
+        batch = batch.to(device)
+        out = model(batch, config.model.objective, samples=1, beta=config.model.beta)
+        bound += float(out.per_example.sum())
+        ll = importance_log_likelihood(model, batch, config.train.eval_is_samples)
+        log_lik += float(ll.sum())
+        count += batch.size
+    model.train(was_training)
+    if count == 0:
+        return {}
+    return {"eval/bound": bound / count, "eval/is_ll": log_lik / count, "eval/examples": count}
+
+
+def train(
+    config: TrainConfig,
+    resume: str | Path | None = None,
+    reporter: Reporter | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train to `config.train.steps` (or epochs); return the final metrics and paths."""
+    accelerator = _make_accelerator(config)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
+    ops.set_backend(config.train.kernels)
+    output = Path(config.output_dir)
+    checkpoint_dir = output / "checkpoints"
+    main = accelerator.is_main_process
+
+    torch.manual_seed(config.seed)
+    loader = build_loader(config.data, rank, world)
+    model = build_model(config, loader.plugins)
+    signature = model_signature(config, loader)
+    optimizer = build_optimizer(
+        model.parameters(), config.optim.name, config.optim.lr, config.optim.weight_decay
+    )
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    start_step, start_epoch, skip_batches, rng_state = 0, 0, 0, None
+    if resume is not None:
+        path = resolve_checkpoint(resume, output)
+        saved = read_state(path)
+        check_compatible(saved.get("model_signature", {}), signature, path)
+        load_checkpoint(path, model, optimizer)
+        start_step = int(saved["step"])
+        start_epoch = int(saved["epoch"])
+        skip_batches = int(saved["batches_in_epoch"])
+        rng_state = saved["rng"][str(rank)] if str(rank) in saved["rng"] else None
+        if main:
+            print(f"resuming from {path} at step {start_step}")
+    else:
+        torch.manual_seed(config.seed + 7919 * rank)
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped: MultiModalVAE = accelerator.unwrap_model(model)
+    model.train()
+
+    total_steps = config.train.steps
+    if total_steps is None:
+        rows = loader.num_rows
+        if rows is None:
+            raise ConfigError("train.epochs needs a dataset whose size is known; set train.steps")
+        per_rank = math.ceil(rows / world)
+        batches = math.ceil(per_rank / config.data.batch_size)
+        total_steps = max(1, (batches // config.train.grad_accum) * int(config.train.epochs or 1))
+
+    log = MetricsLog(output, main)
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    eval_loader: BatchLoader | None = None
+    if config.train.eval_every and config.train.eval_split:
+        eval_data = config.data.replace(split=config.train.eval_split, on_bad_row="skip")
+        eval_loader = build_loader(eval_data, rank, world)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc="train",
+        disable=not (main and progress),
+        dynamic_ncols=True,
+    )
+    step, epoch = start_step, start_epoch
+    nan_skipped, consecutive_nan = 0, 0
+    window = _Window.fresh()
+    last_logged: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    last_checkpoint: Path | None = None
+    last_checkpoint_step = -1
+    train_started = time.perf_counter()
+    options = {
+        "samples": config.model.samples,
+        "beta": config.model.beta,
+        "stl": config.model.stl,
+        "subset_mode": config.model.subset_mode,
+    }
+
+    def save(step_: int, epoch_: int, batches_in_epoch: int) -> Path | None:
+        # Every rank's RNG state goes into the checkpoint, so each resumes its own stream.
+        rng = {str(rank): capture_rng_state()}
+        gathered = _gather_objects(accelerator, rng)
+        path = None
+        if main:
+            merged: dict[str, Any] = {}
+            for part in gathered:
+                merged |= part
+            state = {
+                "epoch": epoch_,
+                "batches_in_epoch": batches_in_epoch,
+                "world_size": world,
+                "rng": merged,
+                "config": config.to_dict(),
+                "model_signature": signature,
+                "plugins": plugin_provenance(signature, config.model.objective),
+                "metrics": last_logged,
+            }
+            path = save_checkpoint(
+                checkpoint_dir,
+                step_,
+                unwrapped,
+                _inner_optimizer(optimizer),
+                state,
+                config.train.keep_last,
+            )
+        accelerator.wait_for_everyone()
+        return path
+
+    done = step >= total_steps
+    while not done:
+        loader.set_epoch(epoch)
+        batch_index = 0
+        for batch in loader:
+            if rng_state is not None:
+                # After the epoch's iterator exists (creating it draws from the global RNG,
+                # as it did in the uninterrupted run) and before anything else draws.
+                restore_rng_state(rng_state)
+                rng_state = None
+            if batch_index < skip_batches:
+                batch_index += 1
+                continue
+            batch_index += 1
+            batch = batch.to(device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    out = model(batch, config.model.objective, **options)
+                bad = torch.tensor(float(not torch.isfinite(out.loss)), device=device)
+                bad = float(accelerator.reduce(bad, "max"))
+                if bad:
+                    nan_skipped += 1
+                    consecutive_nan += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    if consecutive_nan >= config.train.max_nan_steps:
+                        raise TrainingDiverged(
+                            f"{consecutive_nan} consecutive steps had a non-finite loss "
+                            f"(step {step}); stopping. The last good checkpoint is "
+                            f"{last_checkpoint or 'none yet'}; lower optim.lr or check the data"
+                        )
+                    continue
+                consecutive_nan = 0
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    factor = learning_rate_factor(step, config, total_steps)
+                    for group, base in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = base * factor
+                    accelerator.unscale_gradients()
+                    postprocess_gradients(
+                        model.parameters(), config.optim.gradient.mode, config.optim.gradient.clip
+                    )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            window.add(out.logged(), batch.size)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            if step % config.train.log_every == 0 or step == total_steps:
+                last_logged = _reduce_window(accelerator, window, world)
+                last_logged["nan_skipped_steps"] = float(nan_skipped)
+                last_logged["lr"] = optimizer.param_groups[0]["lr"]
+                last_logged |= loader.metrics()
+                log.write(step, last_logged)
+                bar.set_postfix(bound=f"{last_logged['train/bound']:.2f}")
+                window = _Window.fresh()
+            if eval_loader is not None and step % config.train.eval_every == 0:
+                eval_loader.set_epoch(0)
+                last_eval = _reduce_dict(
+                    accelerator, evaluate(unwrapped, eval_loader, config, device)
+                )
+                log.write(step, last_eval)
+            if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
+                last_checkpoint = save(step, epoch, batch_index)
+                last_checkpoint_step = step
+                if reporter is not None:
+                    reporter({"step": float(step), **last_logged}, last_checkpoint)
+            if step >= total_steps:
+                done = True
+                break
+        else:
+            epoch += 1
+            skip_batches = 0
+            continue
+        break
+    bar.close()
+    seconds = time.perf_counter() - train_started
+    if eval_loader is not None:
+        eval_loader.set_epoch(0)
+        last_eval = _reduce_dict(accelerator, evaluate(unwrapped, eval_loader, config, device))
+        log.write(step, last_eval)
+    if last_checkpoint_step != step:
+        last_checkpoint = save(step, epoch, batch_index)
+        if reporter is not None:
+            reporter({"step": float(step), **last_logged}, last_checkpoint)
+    log.close()
+    result: dict[str, Any] = {
+        "steps": step,
+        "epoch": epoch,
+        "world_size": world,
+        "seconds": seconds,
+        "nan_skipped_steps": nan_skipped,
+        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
+        "output_dir": str(output),
+        **last_logged,
+        **last_eval,
+    }
+    if main:
+        (output / "summary.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def _gather_objects(accelerator: Any, value: Any) -> list[Any]:
+    if accelerator.num_processes == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * accelerator.num_processes
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def _reduce_dict(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
+    if not values or accelerator.num_processes == 1:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], device=accelerator.device, dtype=torch.float64)
+    reduced = accelerator.reduce(tensor, "mean")
+    return dict(zip(keys, reduced.tolist()))
+
+
+def _reduce_window(accelerator: Any, window: _Window, world: int) -> dict[str, float]:
+    """Per-step means across the window and across ranks; throughput over all ranks."""
+    elapsed = max(time.perf_counter() - window.started, 1e-9)
+    keys = sorted(window.sums)
+    local = [window.sums[k] / max(window.steps, 1) for k in keys]
+    values = dict(zip(keys, local))
+    values = _reduce_dict(accelerator, values)
+    out = {f"train/{k}": v for k, v in values.items()}
+    micro_steps = window.steps
+    out["train/steps_per_second"] = micro_steps / elapsed / accelerator.gradient_accumulation_steps
+    examples = torch.tensor(float(window.examples), device=accelerator.device)
+    if world > 1:
+        examples = accelerator.reduce(examples, "sum")
+    out["train/examples_per_second"] = float(examples) / elapsed
+    return out
+
+
+def load_run_config(path: str | Path) -> TrainConfig:
+    """The resolved config stored with a checkpoint."""
+    state = read_state(resolve_checkpoint(path))
+    return config_from_dict(state["config"])
