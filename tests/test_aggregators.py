@@ -176,7 +176,9 @@ def test_attention_is_nan_free_for_all_masked_rows() -> None:
 
 @pytest.mark.parametrize("name,components", CASES)
 @pytest.mark.parametrize("objective", ["masked", "mixture"])
-def test_example_with_nothing_observed_is_finite(name: str, components: int, objective: str) -> None:
+def test_example_with_nothing_observed_is_finite(
+    name: str, components: int, objective: str
+) -> None:
     """A row with no observed modality: q(z|x) = q(z|∅) (prior expert, prior mixture or ρ(0));
     its reconstruction terms are empty, its loss and every gradient finite."""
     from mmtrain.registry import OBJECTIVES
@@ -192,3 +194,24 @@ def test_example_with_nothing_observed_is_finite(name: str, components: int, obj
     out.loss.backward()
     for pname, param in model.named_parameters():
         assert param.grad is None or torch.isfinite(param.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", ["sum_pooling", "self_attention", "self_attention_mixture"])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_fused_pair_equals_two_separate_passes(name: str, depth: int) -> None:
+    from mmtrain.registry import AGGREGATORS
+
+    options = {"pooling_size": 8, "hidden_size": 8}
+    if name.startswith("self_attention"):
+        options |= {"attention_size": 8, "num_heads": 2, "depth": depth}
+    torch.manual_seed(0)
+    agg = AGGREGATORS.get(name)(6, 3, 2 if "mixture" in name else 1, **options).double()
+    h = torch.randn(5, 4, 6, dtype=torch.float64)
+    full = torch.rand(5, 4) < 0.8
+    subset = full & (torch.rand(5, 4) < 0.5)
+    prior = FixedPrior(3).double()
+    pair = agg.forward_pair(h, full, subset, prior)
+    separate = (agg(h, full, prior), agg(h, subset, prior))
+    z = torch.randn(2, 5, 3, dtype=torch.float64)
+    for fused, single in zip(pair, separate):
+        assert torch.allclose(fused.log_prob(z), single.log_prob(z), atol=1e-10)

@@ -45,16 +45,26 @@ class MaskedSelfAttentionBlock(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(-2, -3)
 
-    def forward(self, e: Tensor, mask: Tensor) -> Tensor:
+    def _qkv(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         q_in, kv_in = self.norm_q(e), self.norm_kv(e)
-        q, k, v = (
+        return (
             self._heads(self.query(q_in)),
             self._heads(self.key(kv_in)),
             self._heads(self.value(kv_in)),
         )
-        attended = ops.masked_set_attention(q, k, v, mask)
+
+    def _finish(self, e: Tensor, attended: Tensor) -> Tensor:
         e = e + self.project(attended.transpose(-2, -3).flatten(-2))
         return e + self.ff_out(torch.relu(self.ff_in(self.norm_ff(e))))
+
+    def forward(self, e: Tensor, mask: Tensor) -> Tensor:
+        return self._finish(e, ops.masked_set_attention(*self._qkv(e), mask))
+
+    def forward_two_masks(self, e: Tensor, mask_a: Tensor, mask_b: Tensor) -> Tensor:
+        """The block under two masks for the same input: q, k, v are computed once and the
+        fused op attends under both masks; returns the stacked `[2, B, M, width]`."""
+        out_a, out_b = ops.masked_set_attention_two_mask(*self._qkv(e), mask_a, mask_b)
+        return self._finish(e.expand(2, *e.shape), torch.stack([out_a, out_b]))
 
 
 @AGGREGATORS.register("self_attention")
@@ -95,13 +105,19 @@ class SelfAttention(Aggregator):
     def forward_pair(
         self, h: Tensor, full_mask: Tensor, subset_mask: Tensor, prior: Prior
     ) -> tuple[Distribution, Distribution]:
-        # The embedding ignores the mask, so both passes share it; the blocks then run on the
-        # stacked pair in one batch.
-        e = self.embed(h).expand(2, *h.shape[:-1], -1).flatten(0, 1)
-        masks = torch.cat([full_mask, subset_mask])
-        for block in self.blocks:
-            e = block(e, masks)
-        pooled = torch.where(masks[..., None], self.norm_out(e), 0.0).sum(-2)
+        # The embedding ignores the mask, so the first block sees the same input under both
+        # masks: one q/k/v projection and one two-mask attention serve both passes.
+        e = self.embed(h)
+        masks = torch.stack([full_mask, subset_mask])
+        if self.blocks:
+            e = self.blocks[0].forward_two_masks(e, full_mask, subset_mask)
+        else:
+            e = e.expand(2, *e.shape)
+        e = e.flatten(0, 1)
+        flat_masks = masks.flatten(0, 1)
+        for block in self.blocks[1:]:
+            e = block(e, flat_masks)
+        pooled = torch.where(flat_masks[..., None], self.norm_out(e), 0.0).sum(-2)
         heads = self.rho(pooled).unflatten(0, (2, h.shape[0]))
         return self.head_to_distribution(heads[0]), self.head_to_distribution(heads[1])
 
