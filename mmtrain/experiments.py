@@ -20,7 +20,7 @@ from mmtrain.model import Batch, MultiModalVAE
 from mmtrain.objectives import importance_log_likelihood
 from mmtrain.optim import GRADIENT_MODES, build_optimizer, postprocess_gradients
 from mmtrain.priors import build_prior
-from mmtrain.registry import AGGREGATORS, MODALITIES, OBJECTIVES
+from mmtrain.registry import AGGREGATORS, MODALITIES, OBJECTIVES, plugins_of, provenance
 
 EXPERIMENTS = ("linear-gaussian", "ivae-bimodal", "ivae-multimodal")
 
@@ -198,15 +198,14 @@ def build_model(settings: ExperimentSettings, data: ExperimentData) -> MultiModa
             options = {"decoder": "injective", "scale_mode": "learned", "init_log_scale": 0.0}
         if kind == "categorical":
             options = {"decoder": "injective"}
-        modalities[name] = MODALITIES.get("vector")(
-            event_shape,
-            feature_dim,
-            latent_dim,
+        plugin = MODALITIES.get("vector")(
+            shape=event_shape,
             likelihood=kind,
             encoder_hidden=(hidden, hidden),
             min_scale=settings.min_scale,
             **options,
         )
+        modalities[name] = plugin.build(feature_dim, latent_dim)
     aggregator_options: dict[str, object] = {}
     if settings.aggregator.startswith(("sum_pooling", "self_attention")):
         aggregator_options = {"pooling_size": hidden, "hidden_size": hidden}
@@ -434,4 +433,5 @@ def run_experiment(settings: ExperimentSettings, progress: bool = True) -> dict[
         "train_terms": {k[6:]: v for k, v in training.items() if k.startswith("train_")},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "settings": asdict(settings),
+        "plugins": provenance(plugins_of(model)),
     }

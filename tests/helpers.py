@@ -30,8 +30,8 @@ def build_small_model(
     agg = cls(feature_dim, LATENT, num_components, family, 1e-3, **options)
     modalities = {
         f"m{i}": MODALITIES.get("vector")(
-            (2 + i,), feature_dim, LATENT, encoder_hidden=(8,), decoder="linear"
-        )
+            shape=(2 + i,), encoder_hidden=(8,), decoder="linear"
+        ).build(feature_dim, LATENT)
         for i in range(num_modalities)
     }
     prior = build_prior(LATENT, num_components, family)

@@ -12,9 +12,16 @@ from mmtrain.distributions import Diagonal, log_density
 from mmtrain.objectives import bound_terms, masked_objective, mixture_objective
 from mmtrain.priors import FixedPrior
 
-torch.set_default_dtype(torch.float64)
+X = torch.tensor([0.3, 1.7], dtype=torch.float64)
 
-X = torch.tensor([0.3, 1.7])
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """The golden values need float64; restore the default for the rest of the session."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 LOG_P_X = -2.5135442649
 LOG_P_X1 = -1.1516710873
 LOG_P_X2_GIVEN_X1 = -1.3618731777

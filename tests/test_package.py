@@ -39,6 +39,11 @@ def test_wheel_contains_plugins_and_kernels(tmp_path: Path) -> None:
     ):
         assert required in names, required
     assert not any(name.startswith(("plugins/", "kernels/", "tests/")) for name in names)
+    for folder, prefix in (("mmtrain", "mmtrain"), ("plugins", "mmtrain/plugins"),
+                           ("kernels", "mmtrain/kernels")):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.relative_to(ROOT / folder).as_posix()
+            assert f"{prefix}/{relative}" in names, f"subpackage missing from the wheel: {init}"
 
 
 def test_installed_import_tree_matches_layout() -> None:

@@ -1,5 +1,5 @@
-"""Built-in modality plugins."""
+"""Built-in modality plugins: vector, image, text and label."""
 
-from mmtrain.plugins.modalities import vector
+from . import image, label, text, vector
 
-__all__ = ["vector"]
+__all__ = ["image", "label", "text", "vector"]

@@ -1,0 +1,106 @@
+"""Label modalities: one of C classes, one-hot `[1, C]`, categorical likelihood, MLP
+networks; cells are class indices or class names."""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from mmtrain import likelihoods
+from mmtrain.errors import ConfigError, DataError
+from mmtrain.likelihoods import Likelihood
+from mmtrain.modality import ModalityPlugin, option
+from mmtrain.nets import ACTIVATIONS, MLP
+from mmtrain.registry import MODALITIES
+
+from ._common import bad_cell, describe, one_hot
+from .vector import FlatMLPEncoder
+
+
+@MODALITIES.register("label")
+@dataclass
+class LabelPlugin(ModalityPlugin):
+    """A class label; cells are integers 0..C-1 or class names."""
+
+    kind: ClassVar[str] = "label"
+
+    num_classes: int | None = option(None, "number of classes C (or give class_names)")
+    class_names: tuple[str, ...] | None = option(None, "names of the classes, in index order")
+    hidden: tuple[int, ...] = option((64,), "hidden widths of the encoder and decoder MLPs")
+    act: str = option("relu", "activation of the MLPs", choices=tuple(ACTIVATIONS))
+
+    def validate(self) -> None:
+        if self.class_names is not None:
+            names = self.class_names
+            if len(set(names)) != len(names):
+                raise ConfigError(f"label class_names repeat a name: {list(names)}")
+            if self.num_classes is not None and self.num_classes != len(names):
+                raise ConfigError(
+                    f"label num_classes is {self.num_classes} but class_names has {len(names)} "
+                    "names; give one of them"
+                )
+            self.num_classes = len(names)
+        if self.num_classes is None or self.num_classes < 2:
+            raise ConfigError("label modality needs num_classes >= 2 or class_names")
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        assert self.num_classes is not None
+        return (1, self.num_classes)
+
+    def decode_cell(self, cell: object) -> Tensor:
+        return one_hot([self.index(cell)], self.event_shape[1])
+
+    def index(self, cell: object) -> int:
+        """The class index of a cell (integer, integral float or class name)."""
+        count = self.event_shape[1]
+        if isinstance(cell, str):
+            if self.class_names is not None:
+                if cell in self.class_names:
+                    return self.class_names.index(cell)
+                close = difflib.get_close_matches(cell, self.class_names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise bad_cell(self.kind, f"unknown class name {cell!r}{hint}")
+            if cell.strip().lstrip("-").isdigit():
+                cell = int(cell)
+            else:
+                raise bad_cell(
+                    self.kind, f"class name {cell!r} given but the modality has no class_names"
+                )
+        if isinstance(cell, bool) or not isinstance(cell, numbers.Real):
+            raise bad_cell(self.kind, f"expected a class index or name, got {describe(cell)}")
+        if not float(cell).is_integer():
+            raise bad_cell(self.kind, f"class index must be a whole number, got {cell!r}")
+        value = int(cell)
+        if not 0 <= value < count:
+            raise bad_cell(self.kind, f"class index {value} is outside 0..{count - 1}")
+        return value
+
+    def build_likelihood(self) -> Likelihood:
+        return likelihoods.build_likelihood("categorical", self.event_shape)
+
+    def build_encoder(self, feature_dim: int) -> nn.Module:
+        return FlatMLPEncoder(self.event_shape[1], feature_dim, self.hidden, self.act)
+
+    def build_decoder(self, latent_dim: int, num_params: int) -> nn.Module:
+        return MLP(latent_dim, num_params, self.hidden, len(self.hidden), self.act)
+
+    def name(self, index: int) -> str:
+        return self.class_names[index] if self.class_names else str(index)
+
+    def preview(self, x: Tensor) -> str:
+        """The class of a one-hot row, or the most likely class and its probability."""
+        x = x.detach().float().cpu()
+        if x.shape[-1] != self.event_shape[1]:
+            raise DataError(f"label preview needs [..., {self.event_shape[1]}] probabilities")
+        rows = x.reshape(-1, x.shape[-1])
+        lines = []
+        for row in rows[:32]:
+            top = int(row.argmax())
+            p = float(row[top])
+            lines.append(self.name(top) if p == 1.0 else f"{self.name(top)} (p={p:.2f})")
+        return "\n".join(lines)
