@@ -65,3 +65,113 @@ def training_summary(result: Mapping[str, object], console: Console | None = Non
     console.print(table)
     if result.get("checkpoint"):
         console.print(f"checkpoint: {result['checkpoint']}")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def format_number(value: object, digits: int = 2) -> str:
+    """A table cell: floats to `digits` decimals (`–` for missing or NaN), others as text."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "–"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(
+    headers: list[str], rows: list[list[object]], align: list[str] | None = None, digits: int = 2
+) -> str:
+    """A GitHub-flavoured markdown table; `align` holds `l` or `r` per column (numbers
+    right-aligned by default)."""
+    align = align or ["l"] + ["r"] * (len(headers) - 1)
+    cells = [[format_number(v, digits).replace("|", "\\|") for v in row] for row in rows]
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    header = [h.replace("|", "\\|") for h in headers]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+#: headline numbers of `mmtrain eval`, in display order, with their labels
+EVAL_LABELS = {
+    "joint_ll": "joint log-likelihood log p̂(x), all modalities",
+    "observed_ll": "log-likelihood of the observed modalities",
+    "exact_ll_model": "exact log-likelihood (decoder noise)",
+    "exact_ll": "exact log-likelihood (PPCA noise σ̃², as the reference)",
+    "mle_ll": "PPCA maximum-likelihood log-likelihood",
+    "rel_model_gap": "relative model gap (MLE − exact)/|MLE|",
+    "cross_coherence": "cross-generation coherence (mean over S → j, j ∉ S)",
+    "joint_coherence": "joint coherence (prior samples)",
+    "latent_probe_all": "latent classification, q(z | all)",
+    "latent_probe": "latent classification, mean over S",
+    "mcc_strong_out": "MCC strong, out-of-sample",
+    "mcc_weak_out": "MCC weak, out-of-sample",
+}
+
+
+def eval_summary_rows(summary: Mapping[str, float]) -> list[tuple[str, str, float]]:
+    """(key, label, value) of the headline numbers present, in `EVAL_LABELS` order, then the
+    per-modality ones."""
+    rows = [(key, label, summary[key]) for key, label in EVAL_LABELS.items() if key in summary]
+    for key, value in summary.items():
+        name = key.split("/", 1)[-1]
+        if key.startswith("coherence/"):
+            rows.append((key, f"coherence → {name} (mean over S without it)", value))
+        elif key.startswith("conditional_ll/"):
+            rows.append((key, f"log p̂({name} | x_S), mean over S ≠ ∅", value))
+    return rows
+
+
+def is_accuracy(key: str) -> bool:
+    """Whether a headline number of `mmtrain eval` is a fraction shown as a percentage."""
+    return key.startswith(("coherence", "cross_coherence", "joint_coherence", "latent_probe"))
+
+
+def format_metric(key: str, value: object) -> str:
+    """A headline number as shown in tables: accuracies as percentages."""
+    if is_accuracy(key) and isinstance(value, float) and value == value:
+        return f"{100 * value:.1f}%"
+    return format_number(value, 3)
+
+
+def eval_table(results: Mapping[str, object], console: Console | None = None) -> None:
+    """The headline numbers of an evaluation as a terminal table."""
+    console = console or Console()
+    model = results.get("model", {})
+    title = "evaluation: {aggregator} + {objective}".format(**model)  # type: ignore[arg-type]
+    table = Table(title=title + " (per example)", header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    summary = results.get("summary", {})
+    for key, label, value in eval_summary_rows(summary):  # type: ignore[arg-type]
+        table.add_row(label, format_metric(key, value))
+    console.print(table)
+
+
+def compare_table(
+    rows: list[dict[str, object]], metrics: list[tuple[str, str]], console: Console | None = None
+) -> None:
+    """`mmtrain compare`'s table in the terminal: one row per aggregator × objective, each
+    metric as mean ± std over seeds."""
+    console = console or Console()
+    table = Table(title="comparison (mean ± std over seeds)", header_style="bold")
+    table.add_column("aggregator")
+    table.add_column("objective")
+    table.add_column("seeds", justify="right")
+    for _, label in metrics:
+        table.add_column(label, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["aggregator"]),
+            str(row["objective"]),
+            str(row["seeds"]),
+            *[str(row.get(key, "–")) for key, _ in metrics],
+        )
+    console.print(table)

@@ -1,0 +1,203 @@
+"""`report.md` of an evaluation: the headline table, the per-subset tables and the pictures,
+with relative links so the folder can be moved or published as is."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from mmtrain.report import eval_summary_rows, format_metric, markdown_table
+
+PICTURES = (
+    (
+        "cross_generation",
+        "Cross-generation",
+        "Row *given S*: decoder means of every modality from one draw z ~ q(z | x_S); the "
+        "first row is the data. Blue frames are generated from other modalities, grey frames "
+        "are reconstructions (the column's modality is in S). Column k of every strip is the "
+        "same test example.",
+    ),
+    (
+        "reconstructions",
+        "Reconstructions",
+        "Data, reconstructions from everything observed, and from the modality alone.",
+    ),
+    (
+        "prior_samples",
+        "Prior samples",
+        "Decoder means of the same prior draws z ~ p(z) in every row (joint generation).",
+    ),
+    (
+        "latent_projection",
+        "Posterior means",
+        "Means of q(z | x_S) on the first two principal axes of q(z | all), coloured by label.",
+    ),
+    (
+        "training_curves",
+        "Training curves",
+        "From the run's metrics.jsonl: the training bound and the held-out bound and "
+        "importance-sampled log-likelihood.",
+    ),
+)
+
+
+def _accuracy(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.1f}%"
+
+
+def summary_section(results: dict[str, Any]) -> str:
+    rows = [
+        [label, format_metric(key, value)]
+        for key, label, value in eval_summary_rows(results["summary"])
+    ]
+    return markdown_table(["metric (per example)", "value"], rows)
+
+
+def subset_section(results: dict[str, Any]) -> str:
+    """One row per subset S: rows, log p̂(x_S) (and the exact value), probe, MCC, coherence."""
+    names = list(results["model"]["modalities"])
+    joint = results["log_likelihood"]["joint"]
+    exact = results.get("exact_subsets", {})
+    probe = results.get("latent_probe", {})
+    mcc = results.get("mcc", {})
+    coherence = results.get("coherence", {})
+    headers = ["S", "rows", "log p̂(x_S)"]
+    if exact:
+        headers.append("exact log p(x_S)")
+    if probe:
+        headers.append("latent probe")
+    if mcc:
+        headers.append("MCC strong-out")
+    if coherence:
+        headers += [f"→ {name}" for name in names]
+    rows = []
+    for subset in results["subsets"]:
+        entry = joint.get(subset, {})
+        row: list[object] = [subset, entry.get("rows", 0), entry.get("mean")]
+        if exact:
+            row.append(exact.get(subset))
+        if probe:
+            row.append(_accuracy(probe.get(subset, {}).get("accuracy")))
+        if mcc:
+            row.append(mcc.get(subset, {}).get("strong_out"))
+        if coherence:
+            members = subset.split("+")
+            for name in names:
+                value = _accuracy(coherence.get(subset, {}).get(name, {}).get("accuracy"))
+                row.append(f"({value})" if name in members else value)
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def conditional_section(results: dict[str, Any]) -> str:
+    names = list(results["model"]["modalities"])
+    conditional = results["log_likelihood"]["conditional"]
+    rows = []
+    for subset, row in conditional.items():
+        rows.append([subset, *[row.get(name, {}).get("mean") for name in names]])
+    return markdown_table(["S \\ target j", *names], rows)
+
+
+def classifier_section(results: dict[str, Any]) -> str:
+    rows = []
+    for name, card in results.get("classifiers", {}).items():
+        rows.append(
+            [
+                name,
+                card["arch"],
+                card["train_examples"],
+                card["test_examples"],
+                _accuracy(card["test_accuracy"]),
+            ]
+        )
+    headers = ["modality", "network", "train rows", "test rows", "test accuracy"]
+    return markdown_table(headers, rows, ["l", "l", "r", "r", "r"])
+
+
+def render_report(results: dict[str, Any]) -> str:
+    """The markdown text of `report.md`."""
+    model, data = results["model"], results["data"]
+    step = results.get("step")
+    lines = [
+        f"# Evaluation: {model['aggregator']} + {model['objective']}",
+        "",
+        f"Checkpoint `{results['checkpoint']}`"
+        + (f" (step {step})" if step is not None else "")
+        + f"; data `{data['source']}`, {data['rows']} rows; {data['note']}. "
+        f"Latent size {model['latent_dim']}; modalities "
+        + ", ".join(f"`{n}` {tuple(s)}" for n, s in model["modalities"].items())
+        + f". Log-likelihoods use {results['log_likelihood']['num_samples']} importance "
+        "samples per example (nats per example).",
+        "",
+    ]
+    if data.get("warning"):
+        lines += [f"> **Note:** {data['warning']}.", ""]
+    pictures = results.get("pictures", {})
+    if "cross_generation" in pictures:
+        lines += [f"![cross-generation]({pictures['cross_generation']})", ""]
+    lines += ["## Summary", "", summary_section(results), ""]
+    lines += [
+        "## Per conditioning subset S",
+        "",
+        "Each row uses the test rows that observe every modality of S. *log p̂(x_S)*: "
+        "importance-sampled with proposal q(z | x_S). *latent probe*: logistic regression on "
+        "the means of q(z | x_S). *→ j*: coherence, the share of decoded x_j that the "
+        "modality's classifier assigns the true label (in parentheses when j ∈ S: "
+        "reconstruction).",
+        "",
+        subset_section(results),
+        "",
+        "## Conditional log-likelihoods log p̂(x_j | x_S)",
+        "",
+        "log p̂(x_{S∪j}) − log p̂(x_S), each with its own proposal, over the rows observing "
+        "S ∪ {j}; the ∅ row is the marginal log p̂(x_j).",
+        "",
+        conditional_section(results),
+        "",
+    ]
+    if results.get("classifiers"):
+        lines += [
+            "## Classifiers",
+            "",
+            "Trained by mmtrain on the labelled training rows; coherence is only as good as "
+            "their own test accuracy.",
+            "",
+            classifier_section(results),
+            "",
+        ]
+    mcc = results.get("mcc", {}).get("observed")
+    if mcc:
+        lines += [
+            "## MCC (each row's observed modalities, one posterior sample)",
+            "",
+            markdown_table(
+                ["weak-in", "weak-out", "strong-in", "strong-out"],
+                [[mcc["weak_in"], mcc["weak_out"], mcc["strong_in"], mcc["strong_out"]]],
+                digits=3,
+            ),
+            "",
+        ]
+    shown = [p for p in PICTURES if p[0] in pictures and p[0] != "cross_generation"]
+    if shown:
+        lines += ["## Pictures", ""]
+        for key, title, caption in shown:
+            lines += [f"### {title}", "", caption, "", f"![{title.lower()}]({pictures[key]})", ""]
+    if "cross_generation" in pictures:
+        lines += [
+            "The picture at the top: " + PICTURES[0][2],
+            "",
+        ]
+    seconds = results.get("seconds", {})
+    if seconds:
+        spent = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in seconds.items())
+        lines += [f"<sub>Time: {spent}. All numbers: `metrics.json`.</sub>", ""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    path = out / "report.md"
+    path.write_text(render_report(results))
+    return path
