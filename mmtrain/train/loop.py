@@ -443,6 +443,8 @@ def train(
     }
     if main:
         (output / "summary.json").write_text(json.dumps(result, indent=1))
+    # Under `accelerate launch` every process returns; only the main one prints a summary.
+    result["is_main"] = main
     return result
 
 
