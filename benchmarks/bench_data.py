@@ -1,0 +1,314 @@
+"""Data loader throughput next to the training step rate of the model that consumes it.
+
+    python benchmarks/bench_data.py [--json benchmarks/data.json]
+
+For each embedded dataset: examples/s that `build_loader` delivers with 0 and 2 loader
+workers (whole epochs after a warm-up epoch; the JSON also has the start-up time, building
+the loader plus that first epoch), and the examples/s that training steps (objective,
+backward, gradient post-processing, Adam) of the consuming model eat on batches already in
+memory. The simulated sets use their experiment's model and batch size
+(`mmtrain.experiments`, SPEC §4); `digits` uses the default training config's model
+(`mmtrain.train.loop.build_model(TrainConfig())`, or the same architecture built here if the
+training engine is absent).
+
+On a shared machine both rates drift with its load, so they are measured in alternating
+rounds; the best round of each (the least disturbed) gives the wall-clock ratio loader /
+model, the headroom, whose goal is at least 10× (medians in brackets). The CPU ratio hardly
+depends on the load: CPU time per example of training steps on one thread over that of the
+loader in the training process (0 workers: it decodes on one thread), medians of the rounds;
+it is the headroom when loading and training get the same share of the cores.
+`--batched-decoding` measures prototype whole-chunk decoders (`use_batched_decoding`).
+Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import datasets
+import torch
+
+from mmtrain.data import BatchLoader, DataConfig, build_loader
+from mmtrain.experiments import ExperimentSettings, build_model, make_data
+from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.optim import build_optimizer, postprocess_gradients
+from mmtrain.registry import AGGREGATORS, MODALITIES, OBJECTIVES
+
+DATASETS = ("linear-gaussian", "ivae-bimodal", "ivae-multimodal", "digits")
+
+
+def loader_rate(loader: BatchLoader, epoch: int, min_seconds: float) -> tuple[float, float, int]:
+    """Examples/s and CPU µs of this process per example over whole epochs (at least
+    `min_seconds`); returns them and the next epoch."""
+    examples, elapsed, cpu = 0, 0.0, 0.0
+    while elapsed < min_seconds:
+        loader.set_epoch(epoch)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        examples += sum(batch.size for batch in loader)
+        elapsed += time.perf_counter() - start
+        cpu += time.process_time() - start_cpu
+        epoch += 1
+    return examples / elapsed, cpu / examples * 1e6, epoch
+
+
+def default_model(plugins: dict) -> tuple[MultiModalVAE, str]:
+    try:
+        from mmtrain.config import TrainConfig
+        from mmtrain.train.loop import build_model as build_train_model
+
+        return build_train_model(TrainConfig(), plugins), "TrainConfig() default model"
+    except ImportError:
+        from mmtrain.priors import build_prior
+
+        latent, features = 20, 128
+        modalities = {name: p.build(features, latent) for name, p in plugins.items()}
+        aggregator = AGGREGATORS.get("sum_pooling")(features, latent, 1, "normal", 5e-4)
+        return MultiModalVAE(modalities, aggregator, build_prior(latent, 1, "normal")), (
+            "sum_pooling, latent 20, features 128 (TrainConfig's defaults)"
+        )
+
+
+class Consumer:
+    """Full optimiser steps of one model on in-memory batches."""
+
+    def __init__(self, name: str) -> None:
+        if name == "digits":
+            config = DataConfig(name)
+            loader = build_loader(config)
+            self.model, self.what = default_model(loader.plugins)
+            self.batch_size, self.lr, self.clip = config.batch_size, 1e-3, 1000.0
+            self.options: dict[str, object] = {}
+        else:
+            settings = ExperimentSettings.defaults(name)
+            torch.manual_seed(0)
+            self.model = build_model(settings, make_data(settings))
+            self.what = f"experiment model ({settings.aggregator}, masked)"
+            self.batch_size, self.lr, self.clip = settings.batch_size, settings.lr, settings.clip
+            self.options = {
+                "samples": settings.samples,
+                "beta": settings.beta,
+                "stl": settings.stl,
+                "subset_mode": settings.subset_mode,
+            }
+            loader = build_loader(DataConfig(name, batch_size=self.batch_size))
+        self.batches = [b for _, b in zip(range(4), loader)]
+        self.objective = OBJECTIVES.get("masked")
+        self.optimizer = build_optimizer(self.model.parameters(), "adam", self.lr)
+        self.model.train()
+        self.rate(0.0)
+
+    def step(self, batch: Batch) -> None:
+        out = self.objective(self.model, batch, **self.options)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        postprocess_gradients(self.model.parameters(), "elementwise", self.clip)
+        self.optimizer.step()
+
+    def rate(self, min_seconds: float) -> float:
+        """Examples/s of at least 3 steps and `min_seconds` (default threads)."""
+        examples, elapsed, step = 0, 0.0, 0
+        while step < 3 or elapsed < min_seconds:
+            batch = self.batches[step % len(self.batches)]
+            start = time.perf_counter()
+            self.step(batch)
+            elapsed += time.perf_counter() - start
+            examples += batch.size
+            step += 1
+        return examples / elapsed
+
+    def cpu_cost(self, min_seconds: float) -> float:
+        """CPU µs per example of steps on one thread (no idle-spinning helper threads, so
+        it hardly depends on the machine's load)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            examples, cpu, step = 0, 0.0, 0
+            while step < 3 or cpu < min_seconds:
+                batch = self.batches[step % len(self.batches)]
+                start = time.process_time()
+                self.step(batch)
+                cpu += time.process_time() - start
+                examples += batch.size
+                step += 1
+        finally:
+            torch.set_num_threads(threads)
+        return cpu / examples * 1e6
+
+
+def use_batched_decoding() -> None:
+    """Prototype: the built-in vector, label, text and image plugins plus a whole-chunk
+    `decode_batch` (the loader calls it when a plugin has one, and falls back to per-cell
+    `decode_cell` when it raises), to measure what batched decoding would buy. Each handles
+    the common clean case and raises otherwise."""
+    import io
+    from dataclasses import dataclass
+
+    import numpy as np
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from mmtrain.errors import DataError
+    from mmtrain.plugins.modalities.image import MODES, ImagePlugin
+    from mmtrain.plugins.modalities.label import LabelPlugin
+    from mmtrain.plugins.modalities.text import TextPlugin
+    from mmtrain.plugins.modalities.vector import VectorPlugin
+
+    def fallback() -> DataError:
+        return DataError("decode per cell")
+
+    @dataclass
+    class BatchedVector(VectorPlugin):
+        def decode_batch(self, cells: list[object]) -> torch.Tensor:
+            if self.likelihood not in ("normal", "laplace"):
+                raise fallback()
+            array = np.asarray(cells, dtype=np.float32).reshape(len(cells), -1)
+            if array.shape[1] != self.event_size or not np.isfinite(array).all():
+                raise fallback()
+            return torch.from_numpy(array).reshape(-1, *self.shape)
+
+    @dataclass
+    class BatchedLabel(LabelPlugin):
+        def decode_batch(self, cells: list[object]) -> torch.Tensor:
+            if not all(type(c) is int for c in cells):
+                raise fallback()
+            index = torch.tensor(cells)
+            if index.min() < 0 or index.max() >= self.event_shape[1]:
+                raise fallback()
+            return F.one_hot(index, self.event_shape[1]).float()[:, None]
+
+    @dataclass
+    class BatchedText(TextPlugin):
+        def decode_batch(self, cells: list[object]) -> torch.Tensor:
+            rows = []
+            for cell in cells:
+                if not isinstance(cell, str) or len(cell) > self.length:
+                    raise fallback()
+                text = (cell.lower() if self.lowercase else cell).ljust(self.length, self.pad)
+                rows.append([self._index[c] for c in text])
+            return F.one_hot(torch.tensor(rows), self.num_symbols).float()
+
+    @dataclass
+    class BatchedImage(ImagePlugin):
+        def decode_batch(self, cells: list[object]) -> torch.Tensor:
+            mode = MODES.get(self.channels)
+            arrays = []
+            for cell in cells:
+                if not isinstance(cell, dict) or not isinstance(cell.get("bytes"), bytes):
+                    raise fallback()
+                image = Image.open(io.BytesIO(cell["bytes"]))
+                arrays.append(np.asarray(image if image.mode == mode else image.convert(mode)))
+            array = np.stack(arrays)
+            if array.shape[1:3] != (self.height, self.width):
+                raise fallback()
+            x = torch.from_numpy(array).float().div_(255.0)
+            return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+
+    for kind, cls in (
+        ("vector", BatchedVector),
+        ("label", BatchedLabel),
+        ("text", BatchedText),
+        ("image", BatchedImage),
+    ):
+        MODALITIES.register(kind, cls, override=True)
+
+
+def machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU, "
+        f"torch {torch.__version__}, datasets {datasets.__version__}, "
+        f"load average {load:.1f} at start"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--workers", nargs="+", type=int, default=[0, 2])
+    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per figure")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--batched-decoding",
+        action="store_true",
+        help="prototype decode_batch on the built-in plugins (see use_batched_decoding)",
+    )
+    args = parser.parse_args()
+    if args.batched_decoding:
+        use_batched_decoding()
+    suffix = ", plugins with prototype decode_batch" if args.batched_decoding else ""
+    print(machine() + suffix)
+    print(
+        "| dataset | batch | loader ex/s, 0 workers | loader ex/s, 2 workers | train ex/s "
+        "| wall ratio | loader CPU µs/ex | train CPU µs/ex | CPU ratio | model |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in args.datasets:
+        consumer = Consumer(name)
+        loaders = {}
+        for workers in args.workers:
+            start = time.perf_counter()
+            config = DataConfig(name, batch_size=consumer.batch_size, num_workers=workers)
+            loader = build_loader(config)
+            sum(batch.size for batch in loader)
+            loaders[workers] = [loader, time.perf_counter() - start, 1]
+        train: list[float] = []
+        train_costs: list[float] = []
+        loads: dict[int, list[tuple[float, float]]] = {w: [] for w in args.workers}
+        for _ in range(args.rounds):
+            train.append(consumer.rate(args.seconds))
+            train_costs.append(consumer.cpu_cost(args.seconds))
+            for workers, entry in loaders.items():
+                rate, cpu, entry[2] = loader_rate(entry[0], entry[2], args.seconds)
+                loads[workers].append((rate, cpu))
+        best_train = max(train)
+        train_cpu = statistics.median(train_costs)
+        row = {
+            "dataset": name,
+            "batch_size": consumer.batch_size,
+            "model": consumer.what,
+            "train_rounds": train,
+            "train_cpu_rounds": train_costs,
+            "train_examples_per_s": best_train,
+            "train_cpu_us_per_example": train_cpu,
+            "loader": {},
+        }
+        cells = []
+        for workers, (_, startup, _) in loaders.items():
+            best = max(r for r, _ in loads[workers])
+            row["loader"][workers] = {
+                "rounds": loads[workers],
+                "examples_per_s": best,
+                "startup_s": startup,
+                "cpu_us_per_example": statistics.median(c for _, c in loads[workers]),
+            }
+            median = statistics.median(r for r, _ in loads[workers])
+            cells.append(f"{best:,.0f} ({median:,.0f})")
+        best_loader = max(v["examples_per_s"] for v in row["loader"].values())
+        row["wall_ratio"] = best_loader / best_train
+        line = (
+            f"| {name} | {consumer.batch_size} | {' | '.join(cells)} "
+            f"| {best_train:,.0f} ({statistics.median(train):,.0f}) "
+            f"| {row['wall_ratio']:.1f}× "
+        )
+        if 0 in row["loader"]:
+            loader_cpu = row["loader"][0]["cpu_us_per_example"]
+            row["cpu_ratio"] = train_cpu / loader_cpu
+            line += f"| {loader_cpu:,.0f} | {train_cpu:,.0f} | {row['cpu_ratio']:.1f}× "
+        else:
+            line += "| – | – | – "
+        print(line + f"| {consumer.what} |", flush=True)
+        rows.append(row)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
