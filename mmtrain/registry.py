@@ -43,6 +43,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "mmtrain.priors",
     "mmtrain.likelihoods",
     "mmtrain.kernels",
+    "mmtrain.data.embedded",
 )
 
 #: A provenance record: {kind: {name: {"package": ..., "version": ...}}}, JSON-safe.

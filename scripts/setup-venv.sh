@@ -11,9 +11,13 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 pip_install() {
-    "$venv/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
-        | grep -v "is ignored: it is neither a file nor a directory" || true
-    return "${PIPESTATUS[0]}"
+    # pip's output is kept quiet, but a failed install stops the script with pip's full log.
+    local log status=0
+    log="$(mktemp)"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q "$@" >"$log" 2>&1 || status=$?
+    grep -v "is ignored: it is neither a file nor a directory" "$log" || true
+    rm -f "$log"
+    return "$status"
 }
 pip_install torch==2.13.0
 if [ -n "$extras" ]; then

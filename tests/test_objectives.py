@@ -22,6 +22,8 @@ def float64_default():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
 LOG_P_X = -2.5135442649
 LOG_P_X1 = -1.1516710873
 LOG_P_X2_GIVEN_X1 = -1.3618731777

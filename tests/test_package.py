@@ -39,18 +39,20 @@ def test_wheel_contains_plugins_and_kernels(tmp_path: Path) -> None:
     ):
         assert required in names, required
     assert not any(name.startswith(("plugins/", "kernels/", "tests/")) for name in names)
-    for folder, prefix in (("mmtrain", "mmtrain"), ("plugins", "mmtrain/plugins"),
-                           ("kernels", "mmtrain/kernels")):
+    for folder, prefix in (
+        ("mmtrain", "mmtrain"),
+        ("plugins", "mmtrain/plugins"),
+        ("kernels", "mmtrain/kernels"),
+    ):
         for init in (ROOT / folder).rglob("__init__.py"):
             relative = init.relative_to(ROOT / folder).as_posix()
             assert f"{prefix}/{relative}" in names, f"subpackage missing from the wheel: {init}"
 
 
 def test_installed_import_tree_matches_layout() -> None:
+    import mmtrain
     import mmtrain.kernels
     import mmtrain.plugins.aggregators.sum_pooling
-
-    import mmtrain
 
     package = Path(mmtrain.__file__).parent
     if package == ROOT / "mmtrain":  # editable install: the folders of DESIGN.md
