@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objectives", nargs="+", default=["masked", "mixture"], metavar="NAME")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], metavar="N")
     p.add_argument("--steps", type=int, help="training steps per run (default: the experiment's)")
+    p.add_argument(
+        "--modalities", type=int, help="number of modalities (linear-gaussian, ivae-multimodal)"
+    )
+    p.add_argument("--lr", type=float, help="learning rate of the simulated experiments")
     p.add_argument("--out", type=Path, help="output directory (default runs/compare-NAME)")
     p.add_argument("--is-samples", type=int, help="importance samples for log-likelihoods")
     p.add_argument(
@@ -62,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         objectives=list(args.objectives),
         seeds=list(args.seeds),
         steps=args.steps,
+        modalities=args.modalities,
+        lr=args.lr,
         out=args.out or Path("runs") / f"compare-{args.experiment}",
         is_samples=args.is_samples,
         config=args.config,

@@ -86,6 +86,8 @@ class CompareSettings:
     objectives: list[str] = field(default_factory=lambda: ["masked", "mixture"])
     seeds: list[int] = field(default_factory=lambda: [1])
     steps: int | None = None
+    modalities: int | None = None
+    lr: float | None = None
     out: Path = Path("runs/compare")
     is_samples: int | None = None
     config: Path | None = None
@@ -106,6 +108,15 @@ class CompareSettings:
             AGGREGATORS.get(name)
         for name in self.objectives:
             OBJECTIVES.get(name)
+        if (self.modalities is not None or self.lr is not None) and not self.simulated:
+            raise ConfigError(
+                "--modalities and --lr apply to the simulated experiments; for trained runs "
+                "use --set optim.lr=..."
+            )
+        if self.modalities is not None and self.modalities < 1:
+            raise ConfigError(f"--modalities must be at least 1, got {self.modalities}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {self.steps}")
         if len(set(self.seeds)) != len(self.seeds):
@@ -121,6 +132,8 @@ class CompareSettings:
         return {
             "experiment": self.experiment,
             "steps": self.steps,
+            "modalities": self.modalities,
+            "lr": self.lr,
             "is_samples": self.is_samples,
             "config": None if self.config is None else str(self.config),
             "overrides": list(self.overrides),
@@ -163,6 +176,8 @@ def run_simulated_cell(settings: CompareSettings, cell: Cell) -> dict[str, Any]:
         seed=cell.seed,
         steps=settings.steps,
         is_samples=settings.is_samples,
+        modalities=settings.modalities,
+        lr=settings.lr,
         # PoE needs a single-component prior (SPEC §3.2); the iVAE scripts use K = 5.
         num_components=1 if cell.aggregator == "poe" else None,
     )
@@ -427,12 +442,21 @@ def write_markdown(
         body.append(cells)
     headers = ["aggregator", "objective", "seeds", *[label for _, label, _ in columns]]
     steps = settings.steps if settings.steps is not None else "default"
+    chosen = [
+        f"{name} {value}"
+        for name, value in (("modalities", settings.modalities), ("learning rate", settings.lr))
+        if value is not None
+    ]
     lower = [label for _, label, higher in columns if not higher]
     lines = [
-        f"# {settings.experiment}: aggregator × objective",
+        f"# {settings.experiment}"
+        + (f" (M = {settings.modalities})" if settings.modalities is not None else "")
+        + ": aggregator × objective",
         "",
         f"Mean ± standard deviation over seeds {', '.join(map(str, settings.seeds))}; "
-        f"{steps} training steps per run. Bold: the best mean of each column ("
+        f"{steps} training steps per run"
+        + "".join(f", {text}" for text in chosen)
+        + ". Bold: the best mean of each column ("
         + (
             f"lower is better for {', '.join(lower)}; higher for the others"
             if lower

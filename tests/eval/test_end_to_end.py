@@ -286,3 +286,17 @@ def test_compare_trained_grid_evaluates_each_run(tmp_path: Path) -> None:
         ]
         == {}
     )
+
+
+def test_compare_linear_gaussian_takes_the_number_of_modalities(tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    args = ["compare", "--experiment", "linear-gaussian", "--aggregators", "sum_pooling"]
+    args += ["--objectives", "masked", "--steps", "2", "--is-samples", "2", "--modalities", "3"]
+    args += ["--lr", "0.003", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    cell = json.loads((out / "cells" / "sum_pooling__masked__seed1.json").read_text())
+    settings = cell["result"]["settings"]
+    assert (settings["modalities"], settings["lr"]) == (3, 0.003)
+    assert "# linear-gaussian (M = 3)" in (out / "compare.md").read_text()
+    # Trained runs take their learning rate from the config, never from --lr.
+    assert main(["compare", "--experiment", "digits", "--aggregators", "poe", "--lr", "0.1"]) == 2
