@@ -32,7 +32,11 @@ AGGREGATORS = (
 )
 
 
-def time_steps(settings: ExperimentSettings, data, warmup: int, steps: int) -> list[float]:
+def time_steps(
+    settings: ExperimentSettings, data, warmup: int, steps: int
+) -> tuple[list[float], list[float]]:
+    """Wall-clock and process-CPU seconds of each timed step. With one intra-op thread the
+    CPU time barely moves when other jobs share the machine; the wall time does."""
     torch.manual_seed(0)
     model = build_model(settings, data)
     objective = OBJECTIVES.get(settings.objective)
@@ -41,10 +45,10 @@ def time_steps(settings: ExperimentSettings, data, warmup: int, steps: int) -> l
     batches = []
     while len(batches) < warmup + steps:
         batches.extend(epoch_batches(data.train.size, settings.batch_size, generator))
-    durations = []
+    durations, cpu_times = [], []
     for i, index in enumerate(batches[: warmup + steps]):
         batch = take(data.train, index)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = objective(model, batch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -52,7 +56,8 @@ def time_steps(settings: ExperimentSettings, data, warmup: int, steps: int) -> l
         optimizer.step()
         if i >= warmup:
             durations.append(time.perf_counter() - start)
-    return durations
+            cpu_times.append(time.process_time() - cpu_start)
+    return durations, cpu_times
 
 
 def machine() -> str:
@@ -66,8 +71,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS))
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/steps.csv"))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     rows = []
     for m in args.modalities:
         base = ExperimentSettings.defaults(
@@ -83,8 +90,9 @@ def main() -> None:
                     modalities=m,
                     batch_size=args.batch_size,
                 )
-                durations = time_steps(settings, data, args.warmup, args.steps)
+                durations, cpu_times = time_steps(settings, data, args.warmup, args.steps)
                 median = statistics.median(durations)
+                cpu_median = statistics.median(cpu_times)
                 row = {
                     "machine": machine(),
                     "experiment": "linear-gaussian",
@@ -93,11 +101,15 @@ def main() -> None:
                     "aggregator": aggregator,
                     "objective": objective,
                     "median_step_s": f"{median:.4f}",
+                    "median_cpu_step_s": f"{cpu_median:.4f}",
                     "steps_per_second": f"{1 / median:.2f}",
                     "examples_per_second": f"{args.batch_size / median:.0f}",
                 }
                 rows.append(row)
-                print(f"M={m} {aggregator:>22} {objective:>8}: {1 / median:6.2f} steps/s")
+                print(
+                    f"M={m} {aggregator:>22} {objective:>8}: {1 / median:6.2f} steps/s, "
+                    f"{1000 * cpu_median:6.1f} CPU ms/step"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
