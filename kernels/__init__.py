@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from mmtrain.ops import KernelOp
 from mmtrain.registry import OPS
 
+from .limits import MAX_HEAD_DIM, MAX_LATENT_DIM, MAX_SET_SIZE
 from .reference import (
     masked_mixture_log_prob_reference,
     masked_set_attention_pooled_reference,
@@ -50,6 +53,22 @@ else:
         "masked_mixture_log_prob": masked_mixture_log_prob_triton,
     }
 
+
+def _set_attention_fits(q: torch.Tensor, *_: object) -> bool:
+    return q.shape[-2] <= MAX_SET_SIZE and q.shape[-1] <= MAX_HEAD_DIM
+
+
+def _mixture_fits(z: torch.Tensor, *_: object) -> bool:
+    return z.shape[-1] <= MAX_LATENT_DIM
+
+
+_supports: dict[str, Callable[..., bool]] = {
+    "masked_set_attention": _set_attention_fits,
+    "masked_set_attention_pooled": _set_attention_fits,
+    "masked_set_attention_two_mask": _set_attention_fits,
+    "masked_mixture_log_prob": _mixture_fits,
+}
+
 _references: dict[str, Callable[..., Any]] = {
     "masked_set_attention": masked_set_attention_reference,
     "masked_set_attention_pooled": masked_set_attention_pooled_reference,
@@ -65,10 +84,14 @@ for _name, _reference in _references.items():
             _reference,
             triton=_triton_impls.get(_name),
             triton_unavailable_reason=TRITON_UNAVAILABLE_REASON,
+            supports=_supports[_name],
         ),
     )
 
 __all__ = [
+    "MAX_HEAD_DIM",
+    "MAX_LATENT_DIM",
+    "MAX_SET_SIZE",
     "TRITON_UNAVAILABLE_REASON",
     "masked_mixture_log_prob_reference",
     "masked_set_attention_pooled_reference",

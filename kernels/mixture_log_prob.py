@@ -44,8 +44,10 @@ import triton.language as tl
 
 from mmtrain.errors import ConfigError
 
+from .limits import MAX_LATENT_DIM
+
 FAMILIES = ("normal", "laplace")
-MAX_LATENT_DIM = 4096
+
 _HALF_LOG_2PI = tl.constexpr(0.9189385332046727)  # ½ log 2π
 _LOG_2 = tl.constexpr(0.6931471805599453)
 

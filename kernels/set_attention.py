@@ -45,8 +45,8 @@ import triton.language as tl
 
 from mmtrain.errors import ConfigError
 
-MAX_SET_SIZE = 32
-MAX_HEAD_DIM = 256
+from .limits import MAX_HEAD_DIM, MAX_SET_SIZE
+
 _FILL = -3.4028234663852886e38  # finfo(float32).min, also used for fp64 (see module docstring)
 
 # Elements per [BLOCK_N, BLOCK_M, BLOCK_D] tile; tests lower these to exercise several programs.

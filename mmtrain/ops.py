@@ -25,12 +25,18 @@ _backend_override: str | None = None
 
 @dataclass(frozen=True)
 class KernelOp:
-    """An op with its plain-PyTorch reference and optional fused implementation."""
+    """An op with its plain-PyTorch reference and optional fused implementation.
+
+    `supports(*args)` says whether the fused implementation handles these arguments (e.g.
+    set sizes up to its tile limit); `auto` uses the reference where it says no, so `auto`
+    never fails on shapes that only the reference handles.
+    """
 
     name: str
     reference: Callable[..., Any]
     triton: Callable[..., Any] | None = None
     triton_unavailable_reason: str = ""
+    supports: Callable[..., bool] | None = None
 
 
 def set_backend(backend: str | None) -> None:
@@ -52,8 +58,9 @@ def current_backend() -> str:
     return backend
 
 
-def resolve(name: str, device: torch.device) -> Callable[..., Any]:
-    """The implementation of op `name` that the current backend selects for `device`."""
+def resolve(name: str, device: torch.device, *args: Any) -> Callable[..., Any]:
+    """The implementation of op `name` that the current backend selects for `device` (and,
+    under `auto`, for `args` when the op says which arguments its fused version supports)."""
     op: KernelOp = OPS.get(name)
     backend = current_backend()
     if backend == "torch":
@@ -73,7 +80,8 @@ def resolve(name: str, device: torch.device) -> Callable[..., Any]:
             )
         return op.triton
     if op.triton is not None and device.type == "cuda" and not interpreted:
-        return op.triton
+        if op.supports is None or op.supports(*args):
+            return op.triton
     return op.reference
 
 
@@ -81,14 +89,14 @@ def masked_set_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """Masked multi-head attention within small sets (SPEC §3.6); see `mmtrain.kernels`."""
-    return resolve("masked_set_attention", q.device)(q, k, v, mask)
+    return resolve("masked_set_attention", q.device, q, k, v, mask)(q, k, v, mask)
 
 
 def masked_set_attention_pooled(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """`masked_set_attention` summed over the present elements of each set → [B, H, Dh]."""
-    return resolve("masked_set_attention_pooled", q.device)(q, k, v, mask)
+    return resolve("masked_set_attention_pooled", q.device, q, k, v, mask)(q, k, v, mask)
 
 
 def masked_set_attention_two_mask(
@@ -99,7 +107,8 @@ def masked_set_attention_two_mask(
     mask_b: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`masked_set_attention` under two masks (full and sampled subset) → (out_a, out_b)."""
-    return resolve("masked_set_attention_two_mask", q.device)(q, k, v, mask_a, mask_b)
+    args = (q, k, v, mask_a, mask_b)
+    return resolve("masked_set_attention_two_mask", q.device, *args)(*args)
 
 
 def masked_mixture_log_prob(
@@ -112,6 +121,5 @@ def masked_mixture_log_prob(
     min_scale: float = 0.0,
 ) -> torch.Tensor:
     """log Σ_c softmax(logits masked to -inf)_c · Π_j f(z_j; loc_cj, min_scale + exp(log_scale_cj))."""
-    return resolve("masked_mixture_log_prob", z.device)(
-        z, loc, log_scale, logits, component_mask, family, min_scale
-    )
+    args = (z, loc, log_scale, logits, component_mask, family, min_scale)
+    return resolve("masked_mixture_log_prob", z.device, *args)(*args)

@@ -115,6 +115,38 @@ def test_auto_uses_the_reference_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None
         assert ops.resolve(name, torch.device("cpu")) is OPS.get(name).reference
 
 
+@pytest.mark.skipif(bool(kernels.TRITON_UNAVAILABLE_REASON), reason="triton not importable")
+def test_auto_takes_the_reference_for_shapes_the_kernels_do_not_handle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On CUDA, `auto` picks Triton for sets up to MAX_SET_SIZE and the reference beyond (the
+    fused set attention refuses larger sets); an explicit `triton` keeps the kernel, whose
+    error names the limit. Dispatch only looks at shapes, so CPU tensors stand in."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("MMTRAIN_KERNELS", "auto")
+    cuda = torch.device("cuda")
+    op = OPS.get("masked_set_attention")
+    for size, expected in (
+        (kernels.MAX_SET_SIZE, op.triton),
+        (kernels.MAX_SET_SIZE + 1, op.reference),
+    ):
+        q = torch.zeros(1, 1, size, 8)
+        mask = torch.ones(1, size, dtype=torch.bool)
+        assert ops.resolve("masked_set_attention", cuda, q, q, q, mask) is expected, size
+    wide = torch.zeros(1, 1, 4, kernels.MAX_HEAD_DIM + 1)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    assert ops.resolve("masked_set_attention_pooled", cuda, wide, wide, wide, mask) is (
+        OPS.get("masked_set_attention_pooled").reference
+    )
+    z = torch.zeros(1, 2, kernels.MAX_LATENT_DIM + 1)
+    mixture = OPS.get("masked_mixture_log_prob")
+    assert ops.resolve("masked_mixture_log_prob", cuda, z) is mixture.reference
+    assert ops.resolve("masked_mixture_log_prob", cuda, z[..., :4]) is mixture.triton
+    monkeypatch.setenv("MMTRAIN_KERNELS", "triton")
+    big = torch.zeros(1, 1, kernels.MAX_SET_SIZE + 1, 8)
+    assert ops.resolve("masked_set_attention", cuda, big) is op.triton
+
+
 def test_auto_never_raises_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     missing = KernelOp("fake", reference.masked_set_attention_reference, None, "no triton here")
     monkeypatch.setattr(OPS._entries["masked_set_attention"], "obj", missing)
