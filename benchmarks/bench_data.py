@@ -17,8 +17,8 @@ model, the headroom, whose goal is at least 10× (medians in brackets). The CPU 
 depends on the load: CPU time per example of training steps on one thread over that of the
 loader in the training process (0 workers: it decodes on one thread), medians of the rounds;
 it is the headroom when loading and training get the same share of the cores.
-`--batched-decoding` measures prototype whole-chunk decoders (`use_batched_decoding`).
-Not a test.
+The built-in plugins decode a chunk of cells at once (`decode_batch`); `--per-cell` turns
+that off to measure one `decode_cell` call per cell. Not a test.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ from mmtrain.data import BatchLoader, DataConfig, build_loader
 from mmtrain.experiments import ExperimentSettings, build_model, make_data
 from mmtrain.model import Batch, MultiModalVAE
 from mmtrain.optim import build_optimizer, postprocess_gradients
+from mmtrain.plugins.modalities.image import ImagePlugin
+from mmtrain.plugins.modalities.label import LabelPlugin
+from mmtrain.plugins.modalities.text import TextPlugin
+from mmtrain.plugins.modalities.vector import VectorPlugin
 from mmtrain.registry import AGGREGATORS, MODALITIES, OBJECTIVES
 
 DATASETS = ("linear-gaussian", "ivae-bimodal", "ivae-multimodal", "digits")
@@ -141,79 +145,30 @@ class Consumer:
         return cpu / examples * 1e6
 
 
-def use_batched_decoding() -> None:
-    """Prototype: the built-in vector, label, text and image plugins plus a whole-chunk
-    `decode_batch` (the loader calls it when a plugin has one, and falls back to per-cell
-    `decode_cell` when it raises), to measure what batched decoding would buy. Each handles
-    the common clean case and raises otherwise."""
-    import io
-    from dataclasses import dataclass
+class PerCellVector(VectorPlugin):
+    decode_batch = None
 
-    import numpy as np
-    import torch.nn.functional as F
-    from PIL import Image
 
-    from mmtrain.errors import DataError
-    from mmtrain.plugins.modalities.image import MODES, ImagePlugin
-    from mmtrain.plugins.modalities.label import LabelPlugin
-    from mmtrain.plugins.modalities.text import TextPlugin
-    from mmtrain.plugins.modalities.vector import VectorPlugin
+class PerCellLabel(LabelPlugin):
+    decode_batch = None
 
-    def fallback() -> DataError:
-        return DataError("decode per cell")
 
-    @dataclass
-    class BatchedVector(VectorPlugin):
-        def decode_batch(self, cells: list[object]) -> torch.Tensor:
-            if self.likelihood not in ("normal", "laplace"):
-                raise fallback()
-            array = np.asarray(cells, dtype=np.float32).reshape(len(cells), -1)
-            if array.shape[1] != self.event_size or not np.isfinite(array).all():
-                raise fallback()
-            return torch.from_numpy(array).reshape(-1, *self.shape)
+class PerCellText(TextPlugin):
+    decode_batch = None
 
-    @dataclass
-    class BatchedLabel(LabelPlugin):
-        def decode_batch(self, cells: list[object]) -> torch.Tensor:
-            if not all(type(c) is int for c in cells):
-                raise fallback()
-            index = torch.tensor(cells)
-            if index.min() < 0 or index.max() >= self.event_shape[1]:
-                raise fallback()
-            return F.one_hot(index, self.event_shape[1]).float()[:, None]
 
-    @dataclass
-    class BatchedText(TextPlugin):
-        def decode_batch(self, cells: list[object]) -> torch.Tensor:
-            rows = []
-            for cell in cells:
-                if not isinstance(cell, str) or len(cell) > self.length:
-                    raise fallback()
-                text = (cell.lower() if self.lowercase else cell).ljust(self.length, self.pad)
-                rows.append([self._index[c] for c in text])
-            return F.one_hot(torch.tensor(rows), self.num_symbols).float()
+class PerCellImage(ImagePlugin):
+    decode_batch = None
 
-    @dataclass
-    class BatchedImage(ImagePlugin):
-        def decode_batch(self, cells: list[object]) -> torch.Tensor:
-            mode = MODES.get(self.channels)
-            arrays = []
-            for cell in cells:
-                if not isinstance(cell, dict) or not isinstance(cell.get("bytes"), bytes):
-                    raise fallback()
-                image = Image.open(io.BytesIO(cell["bytes"]))
-                arrays.append(np.asarray(image if image.mode == mode else image.convert(mode)))
-            array = np.stack(arrays)
-            if array.shape[1:3] != (self.height, self.width):
-                raise fallback()
-            x = torch.from_numpy(array).float().div_(255.0)
-            return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
 
+def use_per_cell_decoding() -> None:
+    """The built-in vector, label, text and image kinds with `decode_batch` turned off, so
+    the loader calls `decode_cell` once per cell (the baseline whole-chunk decoding beats)."""
     for kind, cls in (
-        ("vector", BatchedVector),
-        ("label", BatchedLabel),
-        ("text", BatchedText),
-        ("image", BatchedImage),
+        ("vector", PerCellVector),
+        ("label", PerCellLabel),
+        ("text", PerCellText),
+        ("image", PerCellImage),
     ):
         MODALITIES.register(kind, cls, override=True)
 
@@ -235,14 +190,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--batched-decoding",
+        "--per-cell",
         action="store_true",
-        help="prototype decode_batch on the built-in plugins (see use_batched_decoding)",
+        help="turn the built-in plugins' decode_batch off: one decode_cell call per cell",
     )
     args = parser.parse_args()
-    if args.batched_decoding:
-        use_batched_decoding()
-    suffix = ", plugins with prototype decode_batch" if args.batched_decoding else ""
+    if args.per_cell:
+        use_per_cell_decoding()
+    suffix = ", built-in plugins decoding per cell" if args.per_cell else ""
     print(machine() + suffix)
     print(
         "| dataset | batch | loader ex/s, 0 workers | loader ex/s, 2 workers | train ex/s "

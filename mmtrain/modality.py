@@ -19,12 +19,13 @@ import math
 import numbers
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mmtrain.errors import ConfigError
+from mmtrain.errors import ConfigError, DataError
 from mmtrain.likelihoods import Likelihood
 
 
@@ -82,6 +83,7 @@ class ModalityPlugin:
 
     - `event_shape`: the shape of one example, without the batch axis;
     - `decode_cell(cell)`: one dataset cell → a tensor of `event_shape`, or `DataError`;
+    - optionally `decode_batch(cells)`: the present cells of a chunk at once (see below);
     - `build_likelihood()`, `build_encoder(feature_dim)` (`[B, *event] → [B, F]`) and
       `build_decoder(latent_dim, num_params)` (`[..., B, d] → [..., B, P]`, any leading
       sample axes), which `build(feature_dim, latent_dim)` assembles into a `Modality`;
@@ -89,6 +91,17 @@ class ModalityPlugin:
       mean) to a person.
 
     `validate()` may check option combinations and raise `ConfigError`.
+
+    `decode_batch(cells) -> Tensor [k, *event_shape]` is optional and not defined here: the
+    data loader uses it when `getattr(plugin, "decode_batch", None)` is not None (a subclass
+    turns it off with `decode_batch = None`), and decodes cell by cell otherwise. `cells` are
+    the present (non-null) cells of one chunk of rows, either a list of cells as
+    `decode_cell` takes them or, when they are numeric lists of one shape, one NumPy array
+    `[k, ...]` whose rows are the cells. The result must equal `decode_cells(cells)`, bit for
+    bit in `dtype`. If any cell is bad it raises `DataError` (or `ValueError`, `TypeError`,
+    `OSError`) and need not say which: the loader then decodes that chunk cell by cell, so
+    that bad rows are named and skipped exactly as without `decode_batch`. Cells its fast
+    path does not cover can go through `decode_cells`.
     """
 
     kind: ClassVar[str] = ""
@@ -131,6 +144,19 @@ class ModalityPlugin:
     def decode_cell(self, cell: object) -> Tensor:
         """One dataset cell → a tensor of `event_shape`; a bad cell raises `DataError`."""
         raise NotImplementedError
+
+    def decode_cells(self, cells: Iterable[object]) -> Tensor:
+        """`decode_cell` of each cell, stacked to `[k, *event_shape]`: what `decode_batch`
+        must return. A cell that decodes to another shape raises `DataError`."""
+        shape = tuple(self.event_shape)
+        values = [self.decode_cell(cell) for cell in cells]
+        for value in values:
+            if not isinstance(value, Tensor) or tuple(value.shape) != shape:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise DataError(f"decoded to shape {got}, expected {shape}")
+        if not values:
+            return torch.zeros((0, *shape), dtype=self.dtype)
+        return torch.stack(values)
 
     def build_likelihood(self) -> Likelihood:
         """A fresh likelihood module p(x | params) for this modality."""

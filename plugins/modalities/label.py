@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import difflib
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 from torch import Tensor, nn
 
 from mmtrain import likelihoods
@@ -54,6 +56,27 @@ class LabelPlugin(ModalityPlugin):
 
     def decode_cell(self, cell: object) -> Tensor:
         return one_hot([self.index(cell)], self.event_shape[1])
+
+    def decode_batch(self, cells: Sequence[object] | np.ndarray) -> Tensor:
+        """Cells → `[k, 1, C]` one-hot rows in one go; equal to `decode_cells(cells)`."""
+        if type(self).decode_cell is not LabelPlugin.decode_cell:
+            # A subclass that changes decode_cell must not get this fast path.
+            return self.decode_cells(cells)
+        indices = self._int_indices(cells)
+        if indices is None:
+            indices = [self.index(cell) for cell in cells]
+        return one_hot(indices, self.event_shape[1]).reshape(-1, *self.event_shape)
+
+    def _int_indices(self, cells: Sequence[object] | np.ndarray) -> list[int] | None:
+        """The cells when all are Python ints inside 0..C-1 (what an integer column gives),
+        else None (also when a subclass changes `index`)."""
+        if type(self).index is not LabelPlugin.index or isinstance(cells, np.ndarray):
+            return None
+        if not all(type(c) is int for c in cells):
+            return None
+        if cells and (min(cells) < 0 or max(cells) >= self.event_shape[1]):
+            return None
+        return list(cells)
 
     def index(self, cell: object) -> int:
         """The class index of a cell (integer, integral float or class name)."""

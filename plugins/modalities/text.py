@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import string
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -98,6 +99,21 @@ class TextPlugin(ModalityPlugin):
         return (self.length, self.num_symbols)
 
     def decode_cell(self, cell: object) -> Tensor:
+        return one_hot(self.indices(cell), self.num_symbols)
+
+    def decode_batch(self, cells: Sequence[object]) -> Tensor:
+        """Cells → `[k, length, symbols]` with one one-hot fill; equal to
+        `decode_cells(cells)`."""
+        if type(self).decode_cell is not TextPlugin.decode_cell:
+            # A subclass that changes decode_cell must not get this fast path.
+            return self.decode_cells(cells)
+        indices: list[int] = []
+        for cell in cells:
+            indices += self.indices(cell)
+        return one_hot(indices, self.num_symbols).reshape(-1, *self.event_shape)
+
+    def indices(self, cell: object) -> list[int]:
+        """The symbol index of each of the `length` positions of a cell (padded)."""
         if isinstance(cell, bytes):
             try:
                 cell = cell.decode("utf-8")
@@ -124,7 +140,7 @@ class TextPlugin(ModalityPlugin):
                 f"{describe(cell)} has characters outside the alphabet: {', '.join(bad[:5])}; "
                 "extend the alphabet or set unknown='map'",
             )
-        return one_hot(indices, self.num_symbols)
+        return indices
 
     def build_likelihood(self) -> Likelihood:
         return likelihoods.build_likelihood("categorical", self.event_shape)
