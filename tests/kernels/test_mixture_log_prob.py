@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("triton")
 
 from mmtrain import kernels, ops  # noqa: E402
+from mmtrain.registry import OPS  # noqa: E402
 
 mixture_log_prob = kernels.mixture_log_prob
 masked_mixture_log_prob_reference = kernels.reference.masked_mixture_log_prob_reference
@@ -96,6 +97,9 @@ def test_matches_reference(
     n_samples, batch, n_comp, dim, min_scale = shape
     params, gen = _inputs(n_samples, batch, n_comp, dim, dtype)
     mask = _mask(mask_kind, batch, n_comp, gen)
+    # The comparison means something only if dispatch reaches the kernel, not the reference.
+    op = OPS.get("masked_mixture_log_prob")
+    assert ops.resolve(op.name, params[0].device, params[0]) is op.triton is not None
     _compare(params, mask, family, min_scale, gen)
 
 

@@ -14,6 +14,7 @@ import torch
 pytest.importorskip("triton")
 
 from mmtrain import kernels, ops  # noqa: E402
+from mmtrain.registry import OPS  # noqa: E402
 
 set_attention = kernels.set_attention
 masked_set_attention_reference = kernels.reference.masked_set_attention_reference
@@ -30,6 +31,11 @@ TOL = {torch.float32: {"rtol": 1e-4, "atol": 2e-5}, torch.float64: {"rtol": 1e-1
 SHAPES = [(2, 1, 1, 4), (3, 2, 2, 8), (4, 2, 3, 16), (5, 1, 5, 8), (8, 1, 7, 4), (3, 2, 7, 6)]
 MASKS = ["random", "all_false", "all_true"]
 VARIANTS = ["plain", "pooled", "two_mask"]
+OP_OF_VARIANT = {
+    "plain": "masked_set_attention",
+    "pooled": "masked_set_attention_pooled",
+    "two_mask": "masked_set_attention_two_mask",
+}
 
 
 def _mask(kind: str, batch: int, set_size: int, gen: torch.Generator) -> torch.Tensor:
@@ -119,6 +125,9 @@ def test_matches_reference(
     q, k, v, gen = _inputs(shape, dtype)
     mask = _mask(mask_kind, shape[0], shape[2], gen)
     mask_b = mask & (torch.rand(mask.shape, generator=gen) < 0.5).to(DEVICE)
+    # The comparison means something only if dispatch reaches the kernel, not the reference.
+    op = OPS.get(OP_OF_VARIANT[variant])
+    assert ops.resolve(op.name, q.device, q, k, v, mask) is op.triton is not None
     _compare(variant, q, k, v, mask, mask_b, gen)
 
 
