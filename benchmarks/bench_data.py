@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import datasets
@@ -38,11 +39,8 @@ from mmtrain.data import BatchLoader, DataConfig, build_loader
 from mmtrain.experiments import ExperimentSettings, build_model, make_data
 from mmtrain.model import Batch, MultiModalVAE
 from mmtrain.optim import build_optimizer, postprocess_gradients
-from mmtrain.plugins.modalities.image import ImagePlugin
-from mmtrain.plugins.modalities.label import LabelPlugin
-from mmtrain.plugins.modalities.text import TextPlugin
-from mmtrain.plugins.modalities.vector import VectorPlugin
-from mmtrain.registry import AGGREGATORS, MODALITIES, OBJECTIVES
+from mmtrain.registry import AGGREGATORS, OBJECTIVES
+from mmtrain.testing import per_cell_decoding
 
 DATASETS = ("linear-gaussian", "ivae-bimodal", "ivae-multimodal", "digits")
 
@@ -145,34 +143,6 @@ class Consumer:
         return cpu / examples * 1e6
 
 
-class PerCellVector(VectorPlugin):
-    decode_batch = None
-
-
-class PerCellLabel(LabelPlugin):
-    decode_batch = None
-
-
-class PerCellText(TextPlugin):
-    decode_batch = None
-
-
-class PerCellImage(ImagePlugin):
-    decode_batch = None
-
-
-def use_per_cell_decoding() -> None:
-    """The built-in vector, label, text and image kinds with `decode_batch` turned off, so
-    the loader calls `decode_cell` once per cell (the baseline whole-chunk decoding beats)."""
-    for kind, cls in (
-        ("vector", PerCellVector),
-        ("label", PerCellLabel),
-        ("text", PerCellText),
-        ("image", PerCellImage),
-    ):
-        MODALITIES.register(kind, cls, override=True)
-
-
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
@@ -180,6 +150,9 @@ def machine() -> str:
         f"torch {torch.__version__}, datasets {datasets.__version__}, "
         f"load average {load:.1f} at start"
     )
+
+
+BUILT_IN_KINDS = ("vector", "label", "text", "image")
 
 
 def main() -> None:
@@ -195,8 +168,12 @@ def main() -> None:
         help="turn the built-in plugins' decode_batch off: one decode_cell call per cell",
     )
     args = parser.parse_args()
-    if args.per_cell:
-        use_per_cell_decoding()
+    # --per-cell: the built-in kinds with decode_batch off, the baseline whole-chunk decoding beats.
+    with per_cell_decoding(BUILT_IN_KINDS) if args.per_cell else nullcontext():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     suffix = ", built-in plugins decoding per cell" if args.per_cell else ""
     print(machine() + suffix)
     print(

@@ -39,10 +39,37 @@ __all__ = [
     "check_aggregator",
     "check_modality",
     "isolated_registry",
+    "per_cell_decoding",
 ]
 
 #: restores every registry on exit, so a test may register throw-away plugins
 isolated_registry = isolated
+
+
+@contextmanager
+def per_cell_decoding(kinds: Sequence[str] | None = None) -> Iterator[dict[str, type]]:
+    """Within the block, the modality `kinds` (default: every registered kind with a
+    `decode_batch`) are registered as subclasses with `decode_batch = None`, so the loader
+    decodes them one `decode_cell` call per cell: the reference a plugin's whole-chunk path
+    must match, through the same `build_loader` path. Yields {kind: per-cell class}."""
+    if kinds is None:
+        kinds = [
+            kind
+            for kind in MODALITIES.names()
+            if getattr(MODALITIES.get(kind), "decode_batch", None)
+        ]
+    originals = {kind: MODALITIES.get(kind) for kind in kinds}
+    per_cell = {
+        kind: type(f"PerCell{cls.__name__}", (cls,), {"decode_batch": None})
+        for kind, cls in originals.items()
+    }
+    try:
+        for kind, cls in per_cell.items():
+            MODALITIES.register(kind, cls, override=True)
+        yield per_cell
+    finally:
+        for kind, cls in originals.items():
+            MODALITIES.register(kind, cls, override=True)
 
 
 @dataclass

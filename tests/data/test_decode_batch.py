@@ -9,7 +9,6 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,47 +25,10 @@ from mmtrain.plugins.modalities.image import ImagePlugin, png_pixels
 from mmtrain.plugins.modalities.label import LabelPlugin
 from mmtrain.plugins.modalities.text import TextPlugin
 from mmtrain.plugins.modalities.vector import VectorPlugin
-from mmtrain.registry import MODALITIES
+from mmtrain.testing import per_cell_decoding
 from tests.data.helpers import write_parquet
 
-
-class PerCellVector(VectorPlugin):
-    decode_batch = None
-
-
-class PerCellLabel(LabelPlugin):
-    decode_batch = None
-
-
-class PerCellText(TextPlugin):
-    decode_batch = None
-
-
-class PerCellImage(ImagePlugin):
-    decode_batch = None
-
-
-PER_CELL = {
-    "vector": PerCellVector,
-    "label": PerCellLabel,
-    "text": PerCellText,
-    "image": PerCellImage,
-}
 BATCHED = {"vector": VectorPlugin, "label": LabelPlugin, "text": TextPlugin, "image": ImagePlugin}
-
-
-@contextmanager
-def per_cell_plugins() -> Iterator[None]:
-    """The built-in kinds with `decode_batch` turned off, so the same configs go through the
-    same `build_loader` path decoding cell by cell."""
-    originals = {kind: MODALITIES.get(kind) for kind in PER_CELL}
-    try:
-        for kind, cls in PER_CELL.items():
-            MODALITIES.register(kind, cls, override=True)
-        yield
-    finally:
-        for kind, cls in originals.items():
-            MODALITIES.register(kind, cls, override=True)
 
 
 @pytest.fixture
@@ -495,7 +457,7 @@ def assert_same_batches(got: list[Batch], expected: list[Batch]) -> None:
 
 def compare_with_per_cell(config: DataConfig, epoch: int = 0):
     batched = run_epoch(config, epoch)
-    with per_cell_plugins():
+    with per_cell_decoding(list(BATCHED)):
         per_cell = run_epoch(config, epoch)
     if isinstance(per_cell, str):
         assert batched == per_cell
