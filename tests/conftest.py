@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -26,3 +29,15 @@ if os.environ.get("PYTEST_XDIST_WORKER") and not _has_cuda:
     # One intra-op thread per xdist worker: two workers with two threads each on a 2-core
     # machine run several times slower than with one.
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def small_cpu_settings() -> Iterator[None]:
+    """One thread (tiny tensors; faster on a busy machine) and float32 by default, whatever
+    other test modules set at import."""
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)

@@ -4,7 +4,6 @@ fail it with a message that names the broken check."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -22,17 +21,7 @@ from mmtrain.priors import Prior
 from mmtrain.registry import MODALITIES
 from mmtrain.testing import check_aggregator, check_modality, isolated_registry
 
-
-@pytest.fixture(autouse=True)
-def small_cpu_settings() -> Iterator[None]:
-    """One thread (tiny tensors; faster on a busy machine) and float32 by default, whatever
-    other test modules set at import."""
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)
+pytestmark = pytest.mark.usefixtures("small_cpu_settings")
 
 
 SMALL = {"pooling_size": 8, "hidden_size": 8}

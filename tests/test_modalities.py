@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,7 @@ from mmtrain.modality import Modality, create_modality
 from mmtrain.model import Batch
 from mmtrain.registry import MODALITIES
 
-
-@pytest.fixture(autouse=True)
-def small_cpu_settings() -> Iterator[None]:
-    """One thread (tiny tensors; faster on a busy machine) and float32 by default, whatever
-    other test modules set at import."""
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)
+pytestmark = pytest.mark.usefixtures("small_cpu_settings")
 
 
 def plugin(kind: str, **options: object):
