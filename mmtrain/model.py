@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -119,12 +120,15 @@ class MultiModalVAE(nn.Module):
     def decode(self, z: Tensor) -> dict[str, Tensor]:
         return {name: self.modalities[name].decode(z) for name in self.modality_names}
 
-    def reconstruction_log_probs(self, z: Tensor, x: dict[str, Tensor]) -> Tensor:
-        """log p(x_s | z) for every modality: `z [L, B, d] → [L, B, M]`."""
+    def reconstruction_log_probs(
+        self, z: Tensor, x: dict[str, Tensor], names: Sequence[str] | None = None
+    ) -> Tensor:
+        """log p(x_s | z) for every modality (or only `names`, whose decoders alone run):
+        `z [L, B, d] → [L, B, M]` (or `[L, B, len(names)]`)."""
         return torch.stack(
             [
                 self.modalities[name].log_prob(self.modalities[name].decode(z), x[name])
-                for name in self.modality_names
+                for name in (self.modality_names if names is None else names)
             ],
             -1,
         )

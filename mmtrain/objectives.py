@@ -14,7 +14,7 @@ loss = Σ_b −logsumexp_l J   (a sum over the batch, no −log L during trainin
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -167,22 +167,28 @@ def importance_log_likelihood(
     num_samples: int,
     mask: Tensor | None = None,
     chunk_size: int = 64,
+    modalities: Sequence[str] | None = None,
 ) -> Tensor:
     """log p̂(x_obs) per example (SPEC §4.4), `[B]`, with samples drawn in chunks.
 
     z_l ~ q(z | x_obs) (or q(z | x_mask) with `mask`); weights log p(x_obs|z) + log p(z) −
-    log q(z|·); log-sum-exp over l minus log L. Reconstruction weights are 1.
+    log q(z|·); log-sum-exp over l minus log L. Reconstruction weights are 1. `modalities`
+    restricts the likelihood to those modalities (only their decoders run).
     """
     x = model.clean(batch)
     avail = batch.avail.bool()
     q = model.posterior(model.encode_features(x), avail if mask is None else mask & avail)
+    names, observed = None, avail
+    if modalities is not None:
+        names = list(modalities)
+        observed = avail[:, [model.modality_names.index(name) for name in names]]
     chunks = []
     remaining = num_samples
     while remaining > 0:
         n = min(chunk_size, remaining)
         z = q.rsample(n)
-        log_p = model.reconstruction_log_probs(z, x)
-        weights = torch.where(avail, log_p, 0.0).sum(-1)
+        log_p = model.reconstruction_log_probs(z, x, names)
+        weights = torch.where(observed, log_p, 0.0).sum(-1)
         chunks.append(weights + model.prior.log_prob(z) - q.log_prob(z))
         remaining -= n
     return torch.logsumexp(torch.cat(chunks), dim=0) - math.log(num_samples)

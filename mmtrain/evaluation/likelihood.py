@@ -26,6 +26,7 @@ from mmtrain.errors import ConfigError
 from mmtrain.evaluation.data import iter_chunks, take_rows
 from mmtrain.evaluation.subsets import Subset, empty_subset
 from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.objectives import importance_log_likelihood
 
 
 @torch.no_grad()
@@ -38,8 +39,8 @@ def subset_log_likelihood(
 ) -> Tensor:
     """log p̂(x_S) `[B]` with proposal q(z | x_S); every row must observe all of S.
 
-    Only the decoders of S run. With the same random state and chunk size this equals
-    `objectives.importance_log_likelihood` on a batch whose availability is S.
+    `objectives.importance_log_likelihood` on a batch whose availability is S, with only the
+    decoders of S running.
     """
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError("num_samples and chunk_size must be at least 1")
@@ -47,22 +48,11 @@ def subset_log_likelihood(
         return batch.avail.new_zeros(batch.size, dtype=torch.float32)
     if not bool(subset.observed(batch.avail).all()):
         raise ConfigError(f"some rows do not observe all of {subset.name}; select rows first")
-    x = model.clean(batch)
     mask = subset.mask(batch.size, model.num_modalities, batch.avail.device)
-    q = model.posterior(model.encode_features(x), mask)
     names = [model.modality_names[i] for i in subset.members]
-    chunks = []
-    remaining = num_samples
-    while remaining > 0:
-        n = min(chunk_size, remaining)
-        z = q.rsample(n)
-        weights = model.prior.log_prob(z) - q.log_prob(z)
-        for name in names:
-            modality = model.modalities[name]
-            weights = weights + modality.log_prob(modality.decode(z), x[name])
-        chunks.append(weights)
-        remaining -= n
-    return torch.logsumexp(torch.cat(chunks), dim=0) - math.log(num_samples)
+    return importance_log_likelihood(
+        model, Batch(batch.x, mask), num_samples, chunk_size=chunk_size, modalities=names
+    )
 
 
 @dataclass
