@@ -38,12 +38,18 @@ class ObjectiveOutput:
     terms: dict[str, Tensor]
     subset_mask: Tensor
 
-    def logged(self) -> dict[str, float]:
-        """Per-example means of the loss and the terms (each averaged over samples)."""
+    def logged_tensors(self) -> dict[str, Tensor]:
+        """Per-example means of the loss and the terms (each averaged over samples) as
+        detached 0-d tensors on the model's device: no host synchronisation, so a training
+        loop can sum them over its log window and read them once."""
         size = self.per_example.shape[0]
-        out = {"loss": float(self.loss.detach()) / size, "bound": float(self.per_example.mean())}
-        out.update({name: float(value.detach().mean()) for name, value in self.terms.items()})
+        out = {"loss": self.loss.detach() / size, "bound": self.per_example.detach().mean()}
+        out.update({name: value.detach().mean() for name, value in self.terms.items()})
         return out
+
+    def logged(self) -> dict[str, float]:
+        """`logged_tensors` as Python floats."""
+        return {name: float(value) for name, value in self.logged_tensors().items()}
 
 
 def _masked_sum(log_probs: Tensor, mask: Tensor, weights: Tensor) -> Tensor:

@@ -142,7 +142,7 @@ def plugin_provenance(signature: dict[str, Any], objective: str) -> dict[str, An
 class _Window:
     """Sums of logged values since the last log line, reduced across ranks when logged."""
 
-    sums: dict[str, float]
+    sums: dict[str, torch.Tensor]
     steps: int = 0
     examples: int = 0
     started: float = 0.0
@@ -151,9 +151,11 @@ class _Window:
     def fresh(cls) -> _Window:
         return cls({}, 0, 0, time.perf_counter())
 
-    def add(self, values: dict[str, float], examples: int) -> None:
+    def add(self, values: dict[str, torch.Tensor], examples: int) -> None:
+        # Device tensors, summed without reading them: one host sync per log line, not per step.
         for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
+            value = value if value.dtype == torch.float64 else value.float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
         self.steps += 1
         self.examples += examples
 
@@ -387,7 +389,7 @@ def train(
                     )
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            window.add(out.logged(), batch.size)
+            window.add(out.logged_tensors(), batch.size)
             if not accelerator.sync_gradients:
                 continue
             step += 1
@@ -475,8 +477,8 @@ def _reduce_window(accelerator: Any, window: _Window, world: int) -> dict[str, f
     """Per-step means across the window and across ranks; throughput over all ranks."""
     elapsed = max(time.perf_counter() - window.started, 1e-9)
     keys = sorted(window.sums)
-    local = [window.sums[k] / max(window.steps, 1) for k in keys]
-    values = dict(zip(keys, local))
+    local = [] if not keys else torch.stack([window.sums[k] for k in keys]).tolist()
+    values = dict(zip(keys, (value / max(window.steps, 1) for value in local)))
     values = _reduce_dict(accelerator, values)
     out = {f"train/{k}": v for k, v in values.items()}
     micro_steps = window.steps
