@@ -27,6 +27,7 @@ yields `Batch`es and keeps per-epoch statistics (`stats`, `metrics()`).
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -668,6 +669,12 @@ def _identity(item: LoaderItem) -> LoaderItem:
     return item
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C (a terminal sends it to the whole process group): the
+    training process decides when to stop, and it still needs the batch being loaded."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class BatchLoader:
     """Iterable of `Batch` for one rank, over a PyTorch `DataLoader` with workers.
 
@@ -711,6 +718,7 @@ class BatchLoader:
             persistent_workers=workers > 0 and config.persistent_workers,
             prefetch_factor=config.prefetch_factor if workers else None,
             pin_memory=config.pin_memory,
+            worker_init_fn=_ignore_interrupts if workers else None,
         )
         self.epoch = epoch
         self.stream.set_epoch(epoch)
