@@ -272,29 +272,79 @@ def read_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path / STATE_FILE} is corrupt: {error}") from None
 
 
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_weights(model: nn.Module, path: Path, device: str | torch.device = "cpu") -> None:
+    """Load `path` (a model.safetensors) into `model`; a missing, truncated or foreign file
+    is a one-line `CheckpointError` naming it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
+    except Exception as error:  # safetensors and torch raise several types for bad files
+        raise CheckpointError(
+            f"{path} is not a readable model file for this model: {_one_line(error)}"
+        ) from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the described model: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}"
+        )
+
+
 def load_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load weights (and optimizer state) in place; return the JSON state."""
     state = read_state(path)
-    model_file = path / MODEL_FILE
-    if not model_file.is_file():
-        raise CheckpointError(f"{path} has no {MODEL_FILE}")
-    try:
-        missing, unexpected = load_model(model, str(model_file), strict=False)
-    except Exception as error:  # safetensors raises several types for corrupt files
-        raise CheckpointError(f"cannot load {model_file}: {error}") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{model_file} does not fit this model: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
+    load_weights(model, path / MODEL_FILE)
     if optimizer is not None:
         optimizer_file = path / OPTIMIZER_FILE
         if not optimizer_file.is_file():
             raise CheckpointError(f"{path} has no {OPTIMIZER_FILE} to resume the optimizer")
-        with safe_open(str(optimizer_file), framework="pt") as handle:
-            structure = json.loads(handle.metadata()["structure"])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, structure))
+        try:
+            with safe_open(str(optimizer_file), framework="pt") as handle:
+                structure = json.loads(handle.metadata()["structure"])
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            optimizer.load_state_dict(_unflatten_optimizer(tensors, structure))
+        except Exception as error:  # safetensors, JSON and torch errors alike
+            raise CheckpointError(
+                f"{optimizer_file} is not a readable optimizer state: {_one_line(error)}"
+            ) from None
     return state
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint `path` cannot be loaded, or None when its files are whole: its
+    state.json parses and each safetensors file's header matches the file's length."""
+    try:
+        read_state(path)
+        for name in (MODEL_FILE, OPTIMIZER_FILE):
+            with safe_open(str(path / name), framework="pt") as handle:
+                handle.keys()
+    except CheckpointError as error:
+        return str(error)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        return _one_line(error)
+    return None
+
+
+def previous_valid_checkpoint(path: Path) -> Path | None:
+    """The newest checkpoint older than `path` in the same folder whose files are whole."""
+    older = [p for p in list_checkpoints(path.parent) if p.name < path.name]
+    return next((p for p in reversed(older) if checkpoint_problem(p) is None), None)
+
+
+def with_fallback(error: CheckpointError, path: Path) -> CheckpointError:
+    """`error` about the checkpoint `path`, plus the previous valid checkpoint to resume
+    from instead (when there is one)."""
+    previous = previous_valid_checkpoint(path)
+    if previous is None:
+        return CheckpointError(f"{error}; no earlier checkpoint in {path.parent} is whole")
+    return CheckpointError(
+        f"{error}; the previous valid checkpoint is {previous.name}: resume from it with "
+        f"--resume {previous}"
+    )

@@ -22,8 +22,6 @@ from typing import Any
 
 import torch
 
-from mmtrain.bundle import BUNDLE_CONFIG
-from mmtrain.checkpoint import read_state, resolve_checkpoint
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.errors import ConfigError, DataError
 from mmtrain.evaluation import pictures
@@ -125,34 +123,15 @@ class LoadedModel:
 
 
 def load_for_eval(path: str | Path) -> LoadedModel:
-    """A checkpoint, a run directory (its latest checkpoint) or an exported bundle."""
-    from mmtrain.bundle import load
+    """A bundle, a checkpoint or a run directory, found by `mmtrain.bundle.resolve_model`
+    (the resolver `mmtrain.load` and `mmtrain export` use too)."""
+    from mmtrain.bundle import build_and_load, resolve_model
 
-    path = Path(path)
-    bundle = _read_bundle(path)
-    if bundle is not None:
-        config = config_from_dict(bundle["config"])
-        return LoadedModel(load(path), config, path, bundle.get("step"), None)
-    checkpoint = resolve_checkpoint(path)
-    state = read_state(checkpoint)
-    config = config_from_dict(state["config"])
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-    return LoadedModel(load(checkpoint), config, checkpoint, state.get("step"), run_dir)
-
-
-def _read_bundle(path: Path) -> dict[str, Any] | None:
-    """The description of an exported bundle at `path`, or None when it is not one (a run
-    directory also holds a `config.json`, without the bundle format)."""
-    file = path / BUNDLE_CONFIG
-    if not file.is_file():
-        return None
-    try:
-        bundle = json.loads(file.read_text())
-    except ValueError:
-        return None
-    if not str(bundle.get("format", "")).startswith("mmtrain-bundle"):
-        return None
-    return bundle
+    source = resolve_model(path)
+    model = build_and_load(source)
+    config = config_from_dict(source.description["config"])
+    where = source.path if source.is_bundle else source.checkpoint
+    return LoadedModel(model, config, where, source.step, source.run_dir)
 
 
 def default_output(loaded: LoadedModel) -> Path:

@@ -32,6 +32,7 @@ from mmtrain.checkpoint import (
     resolve_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    with_fallback,
 )
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.data.loader import BatchLoader, build_loader
@@ -352,9 +353,15 @@ def _train(
     start_step, start_epoch, skip_batches, rng_state = 0, 0, 0, None
     if resume is not None:
         path = resolve_checkpoint(resume, output)
-        saved = read_state(path)
+        try:
+            saved = read_state(path)
+        except CheckpointError as error:
+            raise with_fallback(error, path) from None
         check_compatible(saved.get("model_signature", {}), signature, path)
-        load_checkpoint(path, model, optimizer)
+        try:
+            load_checkpoint(path, model, optimizer)
+        except CheckpointError as error:
+            raise with_fallback(error, path) from None
         start_step = int(saved["step"])
         start_epoch = int(saved["epoch"])
         skip_batches = int(saved["batches_in_epoch"])
