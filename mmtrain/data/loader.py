@@ -42,6 +42,7 @@ from datasets.distributed import split_dataset_by_node
 
 from mmtrain.data.config import DataConfig, ModalitySpec
 from mmtrain.data.sources import (
+    SAVED_FORMAT,
     Source,
     check_hub,
     check_local_files,
@@ -473,6 +474,14 @@ def load_base(source: Source, columns: list[str] | None = None) -> datasets.Iter
                 f"cannot stream {source.name!r} (split {source.split!r}) from the Hugging Face "
                 f"Hub: {type(error).__name__}: {error}"
             ) from None
+    elif source.format == SAVED_FORMAT:
+        try:
+            # One shard per Arrow file: save_to_disk cut the rows into contiguous shards of
+            # equal size, and to_iterable_dataset cuts them the same way.
+            saved = datasets.load_from_disk(source.directory)
+            base = saved.to_iterable_dataset(num_shards=max(1, min(len(source.files), len(saved))))
+        except Exception as error:  # noqa: BLE001 - Arrow and datasets raise many kinds
+            raise read_error(source, error) from None
     else:
         kwargs = {"columns": columns} if source.format == "parquet" and columns else {}
         try:
