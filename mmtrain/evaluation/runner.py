@@ -50,6 +50,7 @@ from mmtrain.evaluation.simulated import (
     mcc_metrics,
 )
 from mmtrain.evaluation.subsets import Subset, enumerate_subsets
+from mmtrain.evaluation.trust import check_classifiers, flag_untrusted
 from mmtrain.model import Batch, MultiModalVAE
 from mmtrain.objectives import importance_log_likelihood
 
@@ -87,6 +88,9 @@ class EvalOptions:
     joint_samples: int = 1000
     #: seed of every random draw of the evaluation
     seed: int = 0
+    #: coherence figures whose classifier's test accuracy is below this are flagged as
+    #: untrusted (None: halfway from chance to perfect, `mmtrain.evaluation.trust`)
+    min_classifier_accuracy: float | None = None
     #: draw the pictures
     pictures: bool = True
     #: examples per strip in the pictures
@@ -102,6 +106,9 @@ class EvalOptions:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 4 (or unset)")
         if self.classifier_epochs < 1 or self.max_subset_modalities < 1:
             raise ConfigError("classifier-epochs and max-subset-modalities must be at least 1")
+        minimum = self.min_classifier_accuracy
+        if minimum is not None and not 0.0 <= minimum <= 1.0:
+            raise ConfigError(f"min-classifier-accuracy must be in [0, 1], got {minimum}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,6 +311,11 @@ def evaluate_model(
             )
 
         stage("classifiers", f"classifiers for coherence (cache {cache})", train_or_load)
+        results["classifier_check"] = check_classifiers(
+            {name: c.card.test_accuracy for name, c in classifiers.items()},
+            {name: _labelled(data.test, i, name)[1] for i, name in enumerate(names)},
+            options.min_classifier_accuracy,
+        )
         stage("coherence", "coherence", coherence)
         stage(
             "latent_probe",
@@ -322,6 +334,8 @@ def evaluate_model(
             ),
         )
     results["summary"] = summarize(results, names, full)
+    for warning in flag_untrusted(results):
+        log(f"warning: {warning}")
     if options.pictures:
         stage(
             "pictures",
