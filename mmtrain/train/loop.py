@@ -405,7 +405,7 @@ def _train(
         total=total_steps,
         initial=start_step,
         desc="train",
-        disable=not (main and progress),
+        disable=None if main and progress else True,  # None: quiet when not a terminal
         dynamic_ncols=True,
     )
     cleanup.callback(bar.close)  # an error message must not share the bar's line
