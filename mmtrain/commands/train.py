@@ -71,7 +71,13 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stopped:
         if stopped.is_main:
             print(f"{stopped}", file=sys.stderr)
-            print(f"resume with: {resume_command(getattr(args, 'argv', None))}", file=sys.stderr)
+            launcher = (
+                " (launched as this run was: accelerate launch ... -m mmtrain train ...)"
+                if stopped.world_size > 1 and not args.ray
+                else ""
+            )
+            command = resume_command(getattr(args, "argv", None))
+            print(f"resume with: {command}{launcher}", file=sys.stderr)
         return 130
     if result.get("is_main", True):
         training_summary(result)

@@ -56,26 +56,39 @@ class TrainingDiverged(MMTrainError):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped training after a step; `checkpoint` holds that step."""
 
-    def __init__(self, step: int, checkpoint: Path | None, is_main: bool = True) -> None:
+    def __init__(
+        self, step: int, checkpoint: Path | None, is_main: bool = True, world_size: int = 1
+    ) -> None:
         where = f"; checkpoint {checkpoint}" if checkpoint else ""
         super().__init__(f"interrupted at step {step}{where}")
         self.step = step
         self.checkpoint = checkpoint
         self.is_main = is_main
+        self.world_size = world_size
 
 
 class InterruptFlag:
     """Ctrl-C while training: the first SIGINT asks the loop to stop once the current step
     is done (it then writes a checkpoint and raises `TrainingInterrupted`); a second SIGINT
-    raises `KeyboardInterrupt` at once. Installed only in the main thread (Python delivers
-    signals there; Ray Train runs the loop in another thread and handles Ctrl-C itself)."""
+    raises `KeyboardInterrupt` at once. SIGINTs within `SAME_PRESS_S` of the first count as
+    the same Ctrl-C: under `accelerate launch` (torchrun) each worker gets the terminal's
+    SIGINT and, a moment later, the one the launcher forwards. Installed only in the main
+    thread (Python delivers signals there; Ray Train runs the loop in another thread and
+    its driver handles Ctrl-C)."""
+
+    SAME_PRESS_S = 1.0
 
     def __init__(self) -> None:
         self.requested = False
+        self.first: float | None = None
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
+        now = time.monotonic()
+        if self.first is not None:
+            if now - self.first < self.SAME_PRESS_S:
+                return
             raise KeyboardInterrupt
+        self.first = now
         self.requested = True
         print(
             "\ninterrupt: finishing the current step and writing a checkpoint "
@@ -317,9 +330,8 @@ def train(
     last written by the same id (a Ray worker group restarted before its first checkpoint)
     is started over in place. Ctrl-C stops after the current step with a checkpoint of it
     (`TrainingInterrupted`); a second Ctrl-C stops at once."""
-    interrupt = InterruptFlag()
-    with interrupt.installed(), ExitStack() as cleanup:
-        return _train(config, resume, reporter, progress, overwrite, run_id, interrupt, cleanup)
+    with ExitStack() as cleanup:
+        return _train(config, resume, reporter, progress, overwrite, run_id, cleanup)
 
 
 def _train(
@@ -329,7 +341,6 @@ def _train(
     progress: bool,
     overwrite: bool,
     run_id: str | None,
-    interrupt: InterruptFlag,
     cleanup: ExitStack,
 ) -> dict[str, Any]:
     accelerator = _make_accelerator(config)
@@ -456,6 +467,8 @@ def _train(
         accelerator.wait_for_everyone()
         return path
 
+    # From here on Ctrl-C stops after a step; before, it stops at once (nothing to save).
+    interrupt = cleanup.enter_context(InterruptFlag().installed())
     done = step >= total_steps
     while not done:
         loader.set_epoch(epoch)
@@ -535,7 +548,7 @@ def _train(
                     last_checkpoint = save(step, epoch, batch_index)
                     if reporter is not None:
                         reporter({"step": float(step), **last_logged}, last_checkpoint)
-                raise TrainingInterrupted(step, last_checkpoint, main)
+                raise TrainingInterrupted(step, last_checkpoint, main, world)
             if step >= total_steps:
                 done = True
                 break

@@ -141,7 +141,7 @@ def test_overwrite_moves_the_old_run_aside_and_says_so(tmp_path: Path, capsys) -
 def test_overwrite_and_resume_together_are_refused(tmp_path: Path, capsys) -> None:
     config = write_tiny(tmp_path, tmp_path / "run")
     assert main(["train", str(config), "--resume", "latest", "--overwrite"]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "--overwrite starts afresh and --resume continues" in capsys.readouterr().err
 
 
 def main_job_commands(out: Path) -> list[list[str]]:
@@ -279,13 +279,16 @@ def test_ctrl_c_checkpoints_the_current_step_and_says_how_to_resume(
         300,
     )
     assert logged_steps(run) == list(range(1, final + 1))
+    # The uninterrupted reference runs as a process too: same threads, same kernels.
     straight = tmp_path / "straight"
-    reference = train(
-        load_config(write_tiny(tmp_path, straight, steps=final, log_every=1, workers=2)),
-        progress=False,
+    reference = write_tiny(tmp_path, straight, steps=final, log_every=1, workers=2)
+    tools.run_command(
+        tools.mmtrain_command("train", str(reference), "--quiet"), tmp_path / "straight.log", 300
     )
     resumed = json.loads((run / "summary.json").read_text())
-    assert same_weights(weights(resumed["checkpoint"]), weights(reference["checkpoint"]))
+    expected = json.loads((straight / "summary.json").read_text())
+    assert resumed["steps"] == expected["steps"] == final
+    assert same_weights(weights(resumed["checkpoint"]), weights(expected["checkpoint"]))
 
 
 def test_second_interrupt_stops_at_once() -> None:
@@ -298,6 +301,9 @@ def test_second_interrupt_stops_at_once() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         assert flag.requested
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher's copy of the same Ctrl-C
+        time.sleep(0.05)
+        time.sleep(flag.SAME_PRESS_S)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
@@ -407,3 +413,15 @@ def test_stale_temporary_folders_of_dead_processes_are_removed_at_start(
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_the_resume_command_keeps_the_arguments_but_resume_and_overwrite() -> None:
+    from mmtrain.commands.train import resume_command
+
+    argv = ["train", "my config.yaml", "--overwrite", "--set", "a=1", "--resume", "x", "--quiet"]
+    assert (
+        resume_command(argv) == "mmtrain train 'my config.yaml' --set a=1 --quiet --resume latest"
+    )
+    assert resume_command(["train", "c.yaml", "--resume=step-4"]) == (
+        "mmtrain train c.yaml --resume latest"
+    )
