@@ -292,7 +292,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if checkpoint is not None:
         with checkpoint.as_directory() as path:
             resumed_from = int(read_state(Path(path))["step"])
-            result = train(config, resume=path, reporter=reporter, progress=False)
+            result = train(
+                config,
+                resume=path,
+                reporter=reporter,
+                progress=False,
+                run_id=loop_config.get("run_id"),
+            )
     else:
         resumed_from = None
         result = train(

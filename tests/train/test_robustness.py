@@ -425,3 +425,18 @@ def test_the_resume_command_keeps_the_arguments_but_resume_and_overwrite() -> No
     assert resume_command(["train", "c.yaml", "--resume=step-4"]) == (
         "mmtrain train c.yaml --resume latest"
     )
+
+
+def test_the_ray_driver_refuses_another_run_before_starting_ray(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from mmtrain.cli import build_parser
+    from mmtrain.train.ray_launcher import run_with_ray
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    config_path = write_tiny(tmp_path, run)
+    args = build_parser()[0].parse_args(["train", str(config_path), "--ray"])
+    with pytest.raises(ConfigError, match="holds another run"):
+        run_with_ray(load_config(config_path), args)
+    assert not ray.is_initialized()
+    assert (run / "checkpoints").is_dir()
