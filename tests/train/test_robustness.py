@@ -238,7 +238,7 @@ def test_kill_9_then_resume_logs_every_step_once(tmp_path: Path, tools: SimpleNa
         pytest.fail("the kill never landed between a checkpoint and the next log line")
     final = last_logged + 3
     resume = ["train", str(config), "--set", f"train.steps={final}", "--resume", "latest"]
-    tools.run_command(tools.mmtrain_command(*resume, "--quiet"), tmp_path / "resume.log", 300)
+    assert main([*resume, "--quiet"]) == 0
     assert logged_steps(run) == list(range(1, final + 1))
     assert tensorboard_steps(run) == list(range(1, final + 1))
     assert tensorboard_steps(run, "lr") == list(range(1, final + 1))
@@ -249,14 +249,19 @@ def test_kill_9_then_resume_logs_every_step_once(tmp_path: Path, tools: SimpleNa
 
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_the_current_step_and_says_how_to_resume(
-    tmp_path: Path, tools: SimpleNamespace
+    tmp_path: Path, tools: SimpleNamespace, small_cpu_settings: None
 ) -> None:
     """SIGINT to the process group (as a terminal's Ctrl-C, loader workers included): the
     step finishes, a checkpoint of it is written, the resume command is printed, exit 130;
-    resuming from it ends bit-for-bit where an uninterrupted run ends."""
+    the printed command, run here, ends bit-for-bit where an uninterrupted run ends (one
+    intra-op thread in the child and here, so that both use the same kernels)."""
     run = tmp_path / "run"
     config = write_tiny(tmp_path, run, steps=400, checkpoint_every=100, log_every=1, workers=2)
-    job = tools.launch(tools.mmtrain_command("train", str(config), "--quiet"), tmp_path / "log")
+    job = tools.launch(
+        tools.mmtrain_command("train", str(config), "--quiet"),
+        tmp_path / "log",
+        tools.subprocess_env(OMP_NUM_THREADS="1"),
+    )
     _wait_for_steps(run, job, lambda s: len(s) >= 6)
     os.killpg(job.popen.pid, signal.SIGINT)
     code = job.wait(120)
@@ -273,18 +278,11 @@ def test_ctrl_c_checkpoints_the_current_step_and_says_how_to_resume(
         "latest",
     ]
     final = stopped + 5
-    tools.run_command(
-        tools.mmtrain_command(*command[1:], "--set", f"train.steps={final}", "--quiet"),
-        tmp_path / "resume.log",
-        300,
-    )
+    assert main([*command[1:], "--set", f"train.steps={final}"]) == 0
     assert logged_steps(run) == list(range(1, final + 1))
-    # The uninterrupted reference runs as a process too: same threads, same kernels.
     straight = tmp_path / "straight"
     reference = write_tiny(tmp_path, straight, steps=final, log_every=1, workers=2)
-    tools.run_command(
-        tools.mmtrain_command("train", str(reference), "--quiet"), tmp_path / "straight.log", 300
-    )
+    assert main(["train", str(reference), "--quiet"]) == 0
     resumed = json.loads((run / "summary.json").read_text())
     expected = json.loads((straight / "summary.json").read_text())
     assert resumed["steps"] == expected["steps"] == final
@@ -356,12 +354,14 @@ def _unshare_works() -> bool:
 
 
 DISK_FULL_DRIVER = """\
-import json, subprocess, sys
+import contextlib, io, json, sys
 from pathlib import Path
+from mmtrain.cli import main
 run, config = Path(sys.argv[1]), sys.argv[2]
-proc = subprocess.run([sys.executable, "-m", "mmtrain", "train", config, "--quiet"],
-                      capture_output=True, text=True)
-found = {"code": proc.returncode, "stderr": proc.stderr,
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = main(["train", config, "--quiet"])
+found = {"code": code, "stderr": err.getvalue(),
          "left": sorted(p.name for p in (run / "checkpoints").iterdir())}
 from safetensors.torch import load_file
 found["tensors"] = len(load_file(str(run / "checkpoints" / "step-00000004" / "model.safetensors")))
