@@ -175,9 +175,10 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
             result = trainer.fit()
         except ray.train.TrainingFailedError as error:
             raise RayTrainingFailed(_failure_summary(error, args.max_failures, name)) from error
-        except KeyboardInterrupt:
-            # Ray stops the workers; their checkpoints so far are complete (written
-            # atomically), so the run continues from the newest with --resume latest.
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C: Ray Train's own SIGINT handler aborts the workers, and the blocked
+            # ray.get in fit() ends in SystemExit(1). The checkpoints written so far are
+            # complete (written atomically): the run continues from the newest.
             from mmtrain.checkpoint import list_checkpoints, read_state
             from mmtrain.train.loop import TrainingInterrupted
 
