@@ -1,39 +1,125 @@
 """Inference bundles: `mmtrain export CKPT OUT` writes weights and a JSON config;
-`mmtrain.load(PATH)` rebuilds the model from them without the training data."""
+`mmtrain.load(PATH)` rebuilds the model from them without the training data.
+
+`resolve_model` is the one place that decides where a trained model is: `mmtrain.load`,
+`mmtrain export` and `mmtrain eval` all go through it. It accepts an exported bundle, a
+checkpoint directory, a run directory (its `checkpoints/best` when there is one, else its
+newest checkpoint) or a folder of checkpoints.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_model
-
-from mmtrain.checkpoint import MODEL_FILE, read_state, resolve_checkpoint
-from mmtrain.config import config_from_dict
+from mmtrain.checkpoint import MODEL_FILE, load_weights, read_state, resolve_checkpoint
 from mmtrain.errors import CheckpointError, PluginError
 from mmtrain.model import MultiModalVAE
-from mmtrain.registry import MODALITIES
 
 BUNDLE_CONFIG = "config.json"
+BUNDLE_FORMAT = "mmtrain-bundle/1"
+#: a run's preferred checkpoint for inference, when its training picked one
+BEST_CHECKPOINT = "best"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a trained model is: its weights file and its description (the bundle's
+    `config.json` or the checkpoint's `state.json`: config, model_signature, plugins,
+    step)."""
+
+    path: Path
+    weights: Path
+    description: dict[str, Any]
+    checkpoint: Path | None = None
+
+    @property
+    def is_bundle(self) -> bool:
+        return self.checkpoint is None
+
+    @property
+    def step(self) -> int | None:
+        return self.description.get("step")
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory of a checkpoint under `RUN/checkpoints/`, else None."""
+        if self.checkpoint is not None and self.checkpoint.parent.name == "checkpoints":
+            return self.checkpoint.parent.parent
+        return None
+
+
+def read_bundle(path: Path) -> dict[str, Any] | None:
+    """The description of an exported bundle at `path`, or None when it is not one (a run
+    directory also holds a `config.json`, without the bundle format)."""
+    file = path / BUNDLE_CONFIG
+    if not file.is_file():
+        return None
+    try:
+        bundle = json.loads(file.read_text())
+    except ValueError as error:
+        if (path / MODEL_FILE).is_file():
+            raise CheckpointError(f"{file} is corrupt: {error}") from None
+        return None
+    if not isinstance(bundle, dict) or not str(bundle.get("format", "")).startswith(
+        "mmtrain-bundle"
+    ):
+        return None
+    return bundle
+
+
+def resolve_model(path: str | Path) -> ModelSource:
+    """The trained model at `path`: a bundle, a checkpoint, a run directory (its best
+    checkpoint, else its newest) or a folder of checkpoints."""
+    path = Path(path)
+    bundle = read_bundle(path)
+    if bundle is not None:
+        return ModelSource(path, path / MODEL_FILE, bundle)
+    best = path / "checkpoints" / BEST_CHECKPOINT
+    checkpoint = best if (best / "state.json").is_file() else resolve_checkpoint(path)
+    return ModelSource(path, checkpoint / MODEL_FILE, read_state(checkpoint), checkpoint)
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
-    """Copy a checkpoint's weights and write the config needed to rebuild the model."""
-    source = resolve_checkpoint(checkpoint)
-    state = read_state(source)
+    """Write an inference bundle (weights + the config that rebuilds the model) to `out`.
+
+    The weights are loaded into the described model first, so a truncated or foreign
+    file fails before anything is written; the bundle is assembled in a temporary sibling
+    folder and renamed into place. `out` may be new, empty, or an earlier bundle (which is
+    replaced); any other folder is refused."""
+    source = resolve_model(checkpoint)
+    build_and_load(source)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / MODEL_FILE, out / MODEL_FILE)
+    if out.exists() and any(out.iterdir()) and read_bundle(out) is None:
+        raise CheckpointError(
+            f"{out} exists and is not an mmtrain bundle; export to a new or empty folder"
+        )
     bundle = {
-        "format": "mmtrain-bundle/1",
-        "step": state["step"],
-        "config": state["config"],
-        "model_signature": state["model_signature"],
-        "plugins": state.get("plugins", {}),
+        "format": BUNDLE_FORMAT,
+        "step": source.step,
+        "config": source.description["config"],
+        "model_signature": source.description["model_signature"],
+        "plugins": source.description.get("plugins", {}),
     }
-    (out / BUNDLE_CONFIG).write_text(json.dumps(bundle, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        temporary.mkdir()
+        shutil.copyfile(source.weights, temporary / MODEL_FILE)
+        (temporary / BUNDLE_CONFIG).write_text(json.dumps(bundle, indent=1))
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise CheckpointError(f"cannot write the bundle {out}: {error}") from None
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(temporary, out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 
@@ -46,32 +132,30 @@ def _check_plugins(bundle: dict[str, Any]) -> None:
         check_provenance(bundle["plugins"])
 
 
-def load(path: str | Path, device: str = "cpu") -> MultiModalVAE:
-    """Rebuild a model for inference from a bundle (or a checkpoint directory)."""
+def build_and_load(source: ModelSource, device: str = "cpu") -> MultiModalVAE:
+    """The model a `ModelSource` describes, with its weights, in eval mode."""
+    from mmtrain.config import config_from_dict
+    from mmtrain.registry import MODALITIES
     from mmtrain.train.loop import build_model
 
-    path = Path(path)
-    if (path / BUNDLE_CONFIG).is_file():
-        bundle = json.loads((path / BUNDLE_CONFIG).read_text())
-        weights = path / MODEL_FILE
-    else:
-        checkpoint = resolve_checkpoint(path)
-        bundle = read_state(checkpoint)
-        weights = checkpoint / MODEL_FILE
-    if "model_signature" not in bundle:
-        raise CheckpointError(f"{path} holds no model description (model_signature)")
-    _check_plugins(bundle)
-    config = config_from_dict(bundle["config"])
-    signature = bundle["model_signature"]
+    description = source.description
+    if "model_signature" not in description or "config" not in description:
+        raise CheckpointError(
+            f"{source.path} holds no model description (model_signature and config)"
+        )
+    _check_plugins(description)
+    config = config_from_dict(description["config"])
+    signature = description["model_signature"]
     plugins = {}
     for name, spec in signature["modalities"].items():
         if spec["kind"] not in MODALITIES:
             raise PluginError(f"modality plugin {spec['kind']!r} (for {name!r}) is not installed")
         plugins[name] = MODALITIES.get(spec["kind"])(**spec["options"])
     model = build_model(config, plugins)
-    missing, unexpected = load_model(model, str(weights), strict=False, device=device)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights} does not fit the described model: {missing or unexpected}"
-        )
+    load_weights(model, source.weights, device)
     return model.to(device).eval()
+
+
+def load(path: str | Path, device: str = "cpu") -> MultiModalVAE:
+    """Rebuild a model for inference from a bundle, a checkpoint or a run directory."""
+    return build_and_load(resolve_model(path), device)

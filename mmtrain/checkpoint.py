@@ -13,6 +13,7 @@ directory (a planted `.pkl` or `.bin`) is ignored, and nothing is ever unpickled
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import random
@@ -34,6 +35,8 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 CHECKPOINT_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
 _NAME = re.compile(r"^step-(\d{8})$")
+TEMPORARY_PREFIX = ".tmp-"
+_TEMPORARY = re.compile(r"^\.tmp-step-\d{8}-(\d+)$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -154,22 +157,39 @@ def save_checkpoint(
     state: dict[str, Any],
     keep_last: int = 3,
 ) -> Path:
-    """Write `directory/step-XXXXXXXX` atomically; keep the newest `keep_last`."""
+    """Write `directory/step-XXXXXXXX` atomically; keep the newest `keep_last`.
+
+    A failed write (a full disk, above all) removes the temporary folder, leaves every
+    earlier checkpoint as it was and raises a one-line `CheckpointError` naming the
+    directory and the bytes the checkpoint needs."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / checkpoint_name(step)
-    temporary = directory / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    temporary = directory / f"{TEMPORARY_PREFIX}{checkpoint_name(step)}-{os.getpid()}"
     if temporary.exists():
         shutil.rmtree(temporary)
-    temporary.mkdir()
-    save_model(model, str(temporary / MODEL_FILE))
+    optimizer_parts = None
     if optimizer is not None:
-        tensors, structure = _flatten_optimizer(optimizer.state_dict())
-        save_file(tensors, str(temporary / OPTIMIZER_FILE), {"structure": json.dumps(structure)})
-    (temporary / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=1))
-    for name in os.listdir(temporary):
-        with open(temporary / name, "rb") as handle:
-            os.fsync(handle.fileno())
-    _fsync_dir(temporary)
+        optimizer_parts = _flatten_optimizer(optimizer.state_dict())
+    state_text = json.dumps({"step": step, **state}, indent=1)
+    try:
+        temporary.mkdir()
+        save_model(model, str(temporary / MODEL_FILE))
+        if optimizer_parts is not None:
+            tensors, structure = optimizer_parts
+            save_file(
+                tensors, str(temporary / OPTIMIZER_FILE), {"structure": json.dumps(structure)}
+            )
+        (temporary / STATE_FILE).write_text(state_text)
+        for name in os.listdir(temporary):
+            with open(temporary / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(temporary)
+    except BaseException as error:  # safetensors reports I/O failures as its own error type
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not isinstance(error, Exception):
+            raise
+        needed = checkpoint_bytes(model, optimizer_parts, state_text)
+        raise _write_error(directory, step, needed, error) from None
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)
@@ -177,6 +197,70 @@ def save_checkpoint(
     for old in list_checkpoints(directory)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_bytes(
+    model: nn.Module,
+    optimizer_parts: tuple[dict[str, torch.Tensor], dict[str, Any]] | None,
+    state_text: str,
+) -> int:
+    """About the size of a checkpoint on disk: the tensors' bytes plus the JSON."""
+    tensors = list(model.state_dict().values())
+    if optimizer_parts is not None:
+        tensors += list(optimizer_parts[0].values())
+    return sum(t.numel() * t.element_size() for t in tensors) + len(state_text.encode())
+
+
+def _no_space(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return any(s in text for s in ("No space left", "os error 28", "Disk quota exceeded"))
+
+
+def _write_error(directory: Path, step: int, needed: int, error: BaseException) -> CheckpointError:
+    try:
+        free = f", {shutil.disk_usage(directory).free / 1e6:.1f} MB are free"
+    except OSError:
+        free = ""
+    size = f"needs about {needed / 1e6:.1f} MB ({needed:,} bytes){free}"
+    previous = list_checkpoints(directory)
+    kept = f"; the previous checkpoint {previous[-1].name} is intact" if previous else ""
+    name = checkpoint_name(step)
+    if _no_space(error):
+        return CheckpointError(
+            f"no space left on device while writing checkpoint {name} to {directory}: it "
+            f"{size}{kept}. Free some space or set output_dir to a disk with room"
+        )
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return CheckpointError(
+        f"cannot write checkpoint {name} to {directory} ({reason}); it {size}{kept}"
+    )
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary checkpoint folders (`.tmp-step-N-PID`) left behind by processes
+    that no longer run on this machine (killed while writing); a folder whose PID is alive
+    is left alone, since that process may still be writing it. Returns what was removed."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_state(path: Path) -> dict[str, Any]:
@@ -188,29 +272,79 @@ def read_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path / STATE_FILE} is corrupt: {error}") from None
 
 
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_weights(model: nn.Module, path: Path, device: str | torch.device = "cpu") -> None:
+    """Load `path` (a model.safetensors) into `model`; a missing, truncated or foreign file
+    is a one-line `CheckpointError` naming it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
+    except Exception as error:  # safetensors and torch raise several types for bad files
+        raise CheckpointError(
+            f"{path} is not a readable model file for this model: {_one_line(error)}"
+        ) from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the described model: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}"
+        )
+
+
 def load_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load weights (and optimizer state) in place; return the JSON state."""
     state = read_state(path)
-    model_file = path / MODEL_FILE
-    if not model_file.is_file():
-        raise CheckpointError(f"{path} has no {MODEL_FILE}")
-    try:
-        missing, unexpected = load_model(model, str(model_file), strict=False)
-    except Exception as error:  # safetensors raises several types for corrupt files
-        raise CheckpointError(f"cannot load {model_file}: {error}") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{model_file} does not fit this model: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
+    load_weights(model, path / MODEL_FILE)
     if optimizer is not None:
         optimizer_file = path / OPTIMIZER_FILE
         if not optimizer_file.is_file():
             raise CheckpointError(f"{path} has no {OPTIMIZER_FILE} to resume the optimizer")
-        with safe_open(str(optimizer_file), framework="pt") as handle:
-            structure = json.loads(handle.metadata()["structure"])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, structure))
+        try:
+            with safe_open(str(optimizer_file), framework="pt") as handle:
+                structure = json.loads(handle.metadata()["structure"])
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            optimizer.load_state_dict(_unflatten_optimizer(tensors, structure))
+        except Exception as error:  # safetensors, JSON and torch errors alike
+            raise CheckpointError(
+                f"{optimizer_file} is not a readable optimizer state: {_one_line(error)}"
+            ) from None
     return state
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint `path` cannot be loaded, or None when its files are whole: its
+    state.json parses and each safetensors file's header matches the file's length."""
+    try:
+        read_state(path)
+        for name in (MODEL_FILE, OPTIMIZER_FILE):
+            with safe_open(str(path / name), framework="pt") as handle:
+                handle.keys()
+    except CheckpointError as error:
+        return str(error)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        return _one_line(error)
+    return None
+
+
+def previous_valid_checkpoint(path: Path) -> Path | None:
+    """The newest checkpoint older than `path` in the same folder whose files are whole."""
+    older = [p for p in list_checkpoints(path.parent) if p.name < path.name]
+    return next((p for p in reversed(older) if checkpoint_problem(p) is None), None)
+
+
+def with_fallback(error: CheckpointError, path: Path) -> CheckpointError:
+    """`error` about the checkpoint `path`, plus the previous valid checkpoint to resume
+    from instead (when there is one)."""
+    previous = previous_valid_checkpoint(path)
+    if previous is None:
+        return CheckpointError(f"{error}; no earlier checkpoint in {path.parent} is whole")
+    return CheckpointError(
+        f"{error}; the previous valid checkpoint is {previous.name}: resume from it with "
+        f"--resume {previous}"
+    )

@@ -52,14 +52,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser, modules = build_parser()
         args = parser.parse_args(argv)
+        args.argv = [word for word in argv if word != "--debug"]
         return int(modules[args.command].run(args) or 0)
     except MMTrainError as error:
+        close_progress_bars()
         if debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         if not debug:
             print("(run with --debug for the traceback)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        close_progress_bars()
+        print(f"interrupted{f': {error}' if str(error) else ''}", file=sys.stderr)
         return 130
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so that a message printed next starts on its own line."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is None:
+        return
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+        bar.close()

@@ -150,9 +150,13 @@ def eval_table(results: Mapping[str, object], console: Console | None = None) ->
     table.add_column("metric")
     table.add_column("value", justify="right")
     summary = results.get("summary", {})
+    untrusted = set(results.get("untrusted", ()))  # type: ignore[arg-type]
     for key, label, value in eval_summary_rows(summary):  # type: ignore[arg-type]
-        table.add_row(label, format_metric(key, value))
+        mark = " ⚠ untrusted" if key in untrusted else ""
+        table.add_row(label, format_metric(key, value) + mark)
     console.print(table)
+    for warning in results.get("warnings", ()):  # type: ignore[union-attr]
+        console.print(f"warning: {warning}", style="bold yellow", highlight=False)
 
 
 def compare_table(

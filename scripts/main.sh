@@ -12,7 +12,8 @@ mkdir -p "$out"
 .venv/bin/mmtrain experiment linear-gaussian --modalities 2 --aggregator sum_pooling \
     --objective masked --steps 600 --lr 3e-3 --is-samples 100 \
     --json "$out/linear-gaussian.json"
-.venv/bin/mmtrain train configs/quickstart.yaml --set output_dir="$out/digits" \
+# A second run moves the first aside (--overwrite: $out/digits.previous-<time>), never mixes.
+.venv/bin/mmtrain train configs/quickstart.yaml --set output_dir="$out/digits" --overwrite \
     --set train.steps="${MMTRAIN_STEPS:-1500}" --quiet
 .venv/bin/mmtrain eval "$out/digits" --out "$out/digits/eval"
 echo

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from mmtrain.experiments import EXPERIMENTS
+    from mmtrain.commands import EXPERIMENT_NAMES as EXPERIMENTS
 
     names = (*EXPERIMENTS, "digits")
     p = sub.add_parser(

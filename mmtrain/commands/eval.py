@@ -44,6 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=4,
         help="all subsets up to this many modalities; beyond, singletons, leave-one-out, all",
     )
+    p.add_argument(
+        "--min-classifier-accuracy",
+        type=float,
+        metavar="P",
+        help="flag coherence figures whose classifier's test accuracy is below P (0-1) as "
+        "untrusted; default: halfway from chance (the most frequent label's share) to 1",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pictures", action="store_true", help="metrics and report only")
     p.add_argument("--json", type=Path, help="also write metrics.json here")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         classifier_epochs=args.classifier_epochs,
         classifier_dir=args.classifiers,
         joint_samples=args.joint_samples,
+        min_classifier_accuracy=args.min_classifier_accuracy,
         seed=args.seed,
         pictures=not args.no_pictures,
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from mmtrain.experiments import EXPERIMENTS
+    from mmtrain.commands import EXPERIMENT_NAMES as EXPERIMENTS
 
     p = sub.add_parser(
         "experiment",
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         num_examples=args.num_examples,
         kernel_backend=args.kernels,
     )
-    results = run_experiment(settings, progress=not args.quiet)
+    # The bar only on a terminal: piped output would hold every redraw.
+    results = run_experiment(settings, progress=not args.quiet and sys.stderr.isatty())
     experiment_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
+
+#: options that do not carry over into the command that resumes a run
+_NOT_RESUMED = {"--resume": 1, "--overwrite": 0}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
     )
     p.add_argument("--resume", metavar="PATH|latest", help="continue from a checkpoint")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="output_dir holds another run: move it aside to OUTPUT_DIR.previous-<time> and "
+        "start afresh (without this flag, or --resume, such a run is refused)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     ray = p.add_argument_group("Ray")
     ray.add_argument("--ray", action="store_true", help="run with Ray Train's TorchTrainer")
@@ -43,17 +54,50 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mmtrain.config import load_config
     from mmtrain.report import training_summary
+    from mmtrain.train.loop import TrainingInterrupted
 
     config = load_config(args.config, args.overrides)
-    if args.ray:
-        from mmtrain.train.ray_launcher import run_with_ray
+    try:
+        if args.ray:
+            from mmtrain.train.ray_launcher import run_with_ray
 
-        result = run_with_ray(config, args)
-    else:
-        from mmtrain.train.loop import train
+            result = run_with_ray(config, args)
+        else:
+            from mmtrain.train.loop import train
 
-        result = train(config, resume=args.resume, progress=not args.quiet)
+            result = train(
+                config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite
+            )
+    except TrainingInterrupted as stopped:
+        if stopped.is_main:
+            print(f"{stopped}", file=sys.stderr)
+            launcher = (
+                " (launched as this run was: accelerate launch ... -m mmtrain train ...)"
+                if stopped.world_size > 1 and not args.ray
+                else ""
+            )
+            command = resume_command(getattr(args, "argv", None))
+            print(f"resume with: {command}{launcher}", file=sys.stderr)
+        return 130
     if result.get("is_main", True):
         training_summary(result)
         print(json.dumps({k: result[k] for k in ("steps", "checkpoint", "output_dir")}))
     return 0
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The `mmtrain train ...` command line that continues this run: the same arguments
+    without --resume / --overwrite, plus `--resume latest`."""
+    words = list(argv or ["train", "CONFIG"])
+    kept: list[str] = []
+    skip = 0
+    for word in words:
+        if skip:
+            skip -= 1
+            continue
+        name = word.split("=", 1)[0]
+        if name in _NOT_RESUMED:
+            skip = _NOT_RESUMED[name] if "=" not in word else 0
+            continue
+        kept.append(word)
+    return shlex.join(["mmtrain", *kept, "--resume", "latest"])

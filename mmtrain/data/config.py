@@ -54,7 +54,9 @@ class DataConfig:
     """Everything `build_loader` needs.
 
     `source` is an embedded dataset name (`mmtrain data make --list`), a local directory,
-    file or glob of parquet / arrow / jsonl files, or a Hugging Face Hub dataset name.
+    file or glob of parquet / arrow / jsonl files, a folder written by `datasets`'
+    `save_to_disk` (a `Dataset`, or a `DatasetDict` whose split `split` is read), or a
+    Hugging Face Hub dataset name.
     `modalities` maps modality names (in model order) to a column and a plugin; it may be
     left empty for an embedded dataset, which brings its own mapping. `label_columns` are
     read for evaluation only (the first becomes `Batch.labels`). `missing_rate` and

@@ -27,6 +27,7 @@ yields `Batch`es and keeps per-epoch statistics (`stats`, `metrics()`).
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from datasets.distributed import split_dataset_by_node
 
 from mmtrain.data.config import DataConfig, ModalitySpec
 from mmtrain.data.sources import (
+    SAVED_FORMAT,
     Source,
     check_hub,
     check_local_files,
@@ -472,6 +474,14 @@ def load_base(source: Source, columns: list[str] | None = None) -> datasets.Iter
                 f"cannot stream {source.name!r} (split {source.split!r}) from the Hugging Face "
                 f"Hub: {type(error).__name__}: {error}"
             ) from None
+    elif source.format == SAVED_FORMAT:
+        try:
+            # One shard per Arrow file: save_to_disk cut the rows into contiguous shards of
+            # equal size, and to_iterable_dataset cuts them the same way.
+            saved = datasets.load_from_disk(source.directory)
+            base = saved.to_iterable_dataset(num_shards=max(1, min(len(source.files), len(saved))))
+        except Exception as error:  # noqa: BLE001 - Arrow and datasets raise many kinds
+            raise read_error(source, error) from None
     else:
         kwargs = {"columns": columns} if source.format == "parquet" and columns else {}
         try:
@@ -668,6 +678,12 @@ def _identity(item: LoaderItem) -> LoaderItem:
     return item
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C (a terminal sends it to the whole process group): the
+    training process decides when to stop, and it still needs the batch being loaded."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class BatchLoader:
     """Iterable of `Batch` for one rank, over a PyTorch `DataLoader` with workers.
 
@@ -711,6 +727,7 @@ class BatchLoader:
             persistent_workers=workers > 0 and config.persistent_workers,
             prefetch_factor=config.prefetch_factor if workers else None,
             pin_memory=config.pin_memory,
+            worker_init_fn=_ignore_interrupts if workers else None,
         )
         self.epoch = epoch
         self.stream.set_epoch(epoch)

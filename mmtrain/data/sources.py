@@ -1,5 +1,7 @@
 """Where rows come from: an embedded dataset (generated once into the cache), local parquet /
-arrow / jsonl files (a directory, a file, or a glob), or a Hugging Face Hub dataset.
+arrow / jsonl files (a directory, a file, or a glob), a folder written by `datasets`'
+`save_to_disk` (a `Dataset`, or a `DatasetDict` with a folder per split), or a Hugging Face
+Hub dataset.
 
 `resolve_source` turns `DataConfig.source` and `split` into a `Source`: the files of the
 split, their format and, for embedded data, the dataset card with its default modality
@@ -10,6 +12,7 @@ schema cannot be read, or that lacks a configured column, fails naming the file.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import socket
@@ -34,6 +37,11 @@ SPLIT_ALIASES = {
     "test": ("test", "testing", "eval", "evaluation"),
 }
 HUB_PROBE_TIMEOUT_S = 2.5
+#: `Source.format` of a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`
+SAVED_FORMAT = "save_to_disk"
+#: what `Dataset.save_to_disk` writes beside its Arrow files, and `DatasetDict.save_to_disk`
+SAVED_DATASET_FILES = ("state.json", "dataset_info.json")
+SAVED_DICT_FILE = "dataset_dict.json"
 LOCAL_HINT = (
     "point data.source at local files instead: a directory, a file or a glob of parquet, "
     "arrow or jsonl files (e.g. source: /data/mine/*.parquet), or use an embedded dataset"
@@ -45,7 +53,8 @@ class Source:
     """A resolved data source for one split.
 
     `kind` is "embedded", "local" or "hub". `files` are the local files of the split in
-    shard order (empty for the Hub). `card` is an embedded dataset's card.
+    shard order (empty for the Hub). `card` is an embedded dataset's card. `directory` is
+    the folder `datasets.load_from_disk` reads, for the `save_to_disk` format.
     """
 
     kind: str
@@ -56,6 +65,7 @@ class Source:
     card: dict[str, Any] = field(default_factory=dict)
     hub_config: str | None = None
     hub_revision: str | None = None
+    directory: str | None = None
 
     def shard_name(self, index: int) -> str:
         """The file behind shard `index` (one shard per file)."""
@@ -79,6 +89,10 @@ class Source:
             return int(splits[self.split]["rows"])
         if self.format == "parquet" and self.files:
             return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+        if self.format == SAVED_FORMAT and self.directory:
+            import datasets  # memory-maps the Arrow files: cheap
+
+            return int(datasets.load_from_disk(self.directory).num_rows)
         return None
 
 
@@ -103,6 +117,10 @@ def resolve_source(config: DataConfig) -> Source:
             f"data.missing_rate and data.options configure embedded datasets only; "
             f"{name!r} is not one (embedded: {', '.join(embedded_names())})"
         )
+    saved = saved_to_disk(name, config.split)
+    if saved is not None:
+        folder, split, files = saved
+        return Source("local", name, split, SAVED_FORMAT, tuple(files), directory=str(folder))
     local = _local_files(name, config.split)
     if local is not None:
         files, split = local
@@ -124,6 +142,48 @@ def resolve_source(config: DataConfig) -> Source:
     )
     check_hub(source)
     return source
+
+
+def saved_to_disk(name: str, split: str) -> tuple[Path, str, list[str]] | None:
+    """For a folder written by `save_to_disk`: the folder of `split` (a `DatasetDict`'s
+    split folder, or the `Dataset` folder itself, which is the 'train' split), the split's
+    name and its Arrow files in shard order. None for anything else."""
+    path = Path(name).expanduser()
+    if any(ch in name for ch in "*?[") or not path.is_dir():
+        return None
+    if (path / SAVED_DICT_FILE).is_file():
+        try:
+            splits = list(json.loads((path / SAVED_DICT_FILE).read_text())["splits"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise DataError(
+                f"{path / SAVED_DICT_FILE} is not a DatasetDict index: {error}"
+            ) from None
+        canonical = next((c for c, aliases in SPLIT_ALIASES.items() if split in aliases), None)
+        wanted = [split, *(SPLIT_ALIASES.get(canonical, ()) if canonical else ())]
+        chosen = next((s for s in wanted if s in splits), None)
+        if chosen is None:
+            raise DataError(
+                f"{path} (a saved DatasetDict) has no split {split!r}; it has "
+                f"{', '.join(sorted(splits))}"
+            )
+        folder = path / chosen
+    elif all((path / f).is_file() for f in SAVED_DATASET_FILES):
+        if split not in SPLIT_ALIASES["train"]:
+            raise DataError(
+                f"{path} (a saved Dataset) has one split, used as 'train'; it has no split "
+                f"{split!r}"
+            )
+        folder, chosen = path, split
+    else:
+        return None
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        files = [str((folder / f["filename"]).resolve()) for f in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(
+            f"{folder / 'state.json'} is not a saved dataset's state: {error}"
+        ) from None
+    return folder, chosen, files
 
 
 def _looks_like_path(name: str) -> bool:
@@ -216,12 +276,13 @@ def check_local_files(source: Source, columns: list[str]) -> Source:
     """Read every parquet footer / arrow schema: a corrupt file, or one that lacks a column or
     types it differently, fails here naming the file. Returns the source without its empty
     parquet files (the streaming reader cannot read them); none left → `DataError`."""
-    if source.format not in ("parquet", "arrow"):
+    if source.format not in ("parquet", "arrow", SAVED_FORMAT):
         return source
+    fmt = "arrow" if source.format == SAVED_FORMAT else source.format
     first: pa.Schema | None = None
     kept = []
     for path in source.files:
-        schema, rows = read_schema(path, source.format)
+        schema, rows = read_schema(path, fmt)
         missing = [c for c in columns if c not in schema.names]
         if missing:
             raise DataError(
@@ -272,7 +333,7 @@ def find_unreadable(source: Source) -> str | None:
         try:
             if source.format == "parquet":
                 pq.read_table(path)
-            elif source.format == "arrow":
+            elif source.format in ("arrow", SAVED_FORMAT):
                 read_schema(path, "arrow")
                 with pa.memory_map(path) as handle:
                     pa.ipc.open_stream(handle).read_all()

@@ -271,7 +271,9 @@ def run_trained_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[st
 
     run_dir = settings.out / "runs" / cell.key
     config = trained_config(settings, cell, run_dir)
-    training = train(config, progress=settings.progress)
+    # A cell that runs again (--force, other settings, an interrupted run) starts afresh;
+    # the earlier attempt is moved aside, not mixed in.
+    training = train(config, progress=settings.progress, overwrite=True)
     options = replace(
         settings.eval_options,
         classifier_dir=settings.eval_options.classifier_dir or settings.out / "classifiers",

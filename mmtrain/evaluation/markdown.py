@@ -9,6 +9,9 @@ from typing import Any
 
 from mmtrain.report import eval_summary_rows, format_metric, markdown_table
 
+#: the mark of a figure that rests on a classifier below the trust threshold
+UNTRUSTED = "⚠"
+
 PICTURES = (
     (
         "cross_generation",
@@ -49,8 +52,9 @@ def _accuracy(value: float | None) -> str:
 
 
 def summary_section(results: dict[str, Any]) -> str:
+    untrusted = set(results.get("untrusted", ()))
     rows = [
-        [label, format_metric(key, value)]
+        [label, format_metric(key, value) + (f" {UNTRUSTED}" if key in untrusted else "")]
         for key, label, value in eval_summary_rows(results["summary"])
     ]
     return markdown_table(["metric (per example)", "value"], rows)
@@ -86,8 +90,10 @@ def subset_section(results: dict[str, Any]) -> str:
         if coherence:
             members = subset.split("+")
             for name in names:
-                value = _accuracy(coherence.get(subset, {}).get(name, {}).get("accuracy"))
-                row.append(f"({value})" if name in members else value)
+                entry = coherence.get(subset, {}).get(name, {})
+                value = _accuracy(entry.get("accuracy"))
+                value = f"({value})" if name in members else value
+                row.append(value if entry.get("trusted", True) else f"{value} {UNTRUSTED}")
         rows.append(row)
     return markdown_table(headers, rows)
 
@@ -102,8 +108,11 @@ def conditional_section(results: dict[str, Any]) -> str:
 
 
 def classifier_section(results: dict[str, Any]) -> str:
+    checked = results.get("classifier_check", {}).get("classifiers", {})
     rows = []
     for name, card in results.get("classifiers", {}).items():
+        verdict = checked.get(name, {})
+        trusted = verdict.get("trusted")
         rows.append(
             [
                 name,
@@ -111,10 +120,22 @@ def classifier_section(results: dict[str, Any]) -> str:
                 card["train_examples"],
                 card["test_examples"],
                 _accuracy(card["test_accuracy"]),
+                _accuracy(verdict.get("chance")),
+                _accuracy(verdict.get("threshold")),
+                "–" if trusted is None else ("yes" if trusted else f"no {UNTRUSTED}"),
             ]
         )
-    headers = ["modality", "network", "train rows", "test rows", "test accuracy"]
-    return markdown_table(headers, rows, ["l", "l", "r", "r", "r"])
+    headers = [
+        "modality",
+        "network",
+        "train rows",
+        "test rows",
+        "test accuracy",
+        "chance",
+        "threshold",
+        "trusted",
+    ]
+    return markdown_table(headers, rows, ["l", "l", "r", "r", "r", "r", "r", "l"])
 
 
 def render_report(results: dict[str, Any]) -> str:
@@ -135,6 +156,10 @@ def render_report(results: dict[str, Any]) -> str:
     ]
     if data.get("warning"):
         lines += [f"> **Note:** {data['warning']}.", ""]
+    for warning in results.get("warnings", []):
+        lines += [f"> **Warning:** {warning}.", ""]
+    if results.get("untrusted"):
+        lines += [f"Figures marked {UNTRUSTED} rest on a classifier below the threshold.", ""]
     pictures = results.get("pictures", {})
     if "cross_generation" in pictures:
         lines += [f"![cross-generation]({pictures['cross_generation']})", ""]
@@ -163,7 +188,11 @@ def render_report(results: dict[str, Any]) -> str:
             "## Classifiers",
             "",
             "Trained by mmtrain on the labelled training rows; coherence is only as good as "
-            "their own test accuracy.",
+            "their own test accuracy. *chance*: always guessing the most frequent label; a "
+            "classifier below *threshold* ("
+            + results.get("classifier_check", {}).get("rule", "see metrics.json")
+            + ") "
+            f"makes its coherence figures untrusted ({UNTRUSTED}).",
             "",
             classifier_section(results),
             "",

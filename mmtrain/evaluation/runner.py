@@ -22,8 +22,6 @@ from typing import Any
 
 import torch
 
-from mmtrain.bundle import BUNDLE_CONFIG
-from mmtrain.checkpoint import read_state, resolve_checkpoint
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.errors import ConfigError, DataError
 from mmtrain.evaluation import pictures
@@ -52,6 +50,7 @@ from mmtrain.evaluation.simulated import (
     mcc_metrics,
 )
 from mmtrain.evaluation.subsets import Subset, enumerate_subsets
+from mmtrain.evaluation.trust import check_classifiers, flag_untrusted
 from mmtrain.model import Batch, MultiModalVAE
 from mmtrain.objectives import importance_log_likelihood
 
@@ -89,6 +88,9 @@ class EvalOptions:
     joint_samples: int = 1000
     #: seed of every random draw of the evaluation
     seed: int = 0
+    #: coherence figures whose classifier's test accuracy is below this are flagged as
+    #: untrusted (None: halfway from chance to perfect, `mmtrain.evaluation.trust`)
+    min_classifier_accuracy: float | None = None
     #: draw the pictures
     pictures: bool = True
     #: examples per strip in the pictures
@@ -104,6 +106,9 @@ class EvalOptions:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 4 (or unset)")
         if self.classifier_epochs < 1 or self.max_subset_modalities < 1:
             raise ConfigError("classifier-epochs and max-subset-modalities must be at least 1")
+        minimum = self.min_classifier_accuracy
+        if minimum is not None and not 0.0 <= minimum <= 1.0:
+            raise ConfigError(f"min-classifier-accuracy must be in [0, 1], got {minimum}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,34 +130,15 @@ class LoadedModel:
 
 
 def load_for_eval(path: str | Path) -> LoadedModel:
-    """A checkpoint, a run directory (its latest checkpoint) or an exported bundle."""
-    from mmtrain.bundle import load
+    """A bundle, a checkpoint or a run directory, found by `mmtrain.bundle.resolve_model`
+    (the resolver `mmtrain.load` and `mmtrain export` use too)."""
+    from mmtrain.bundle import build_and_load, resolve_model
 
-    path = Path(path)
-    bundle = _read_bundle(path)
-    if bundle is not None:
-        config = config_from_dict(bundle["config"])
-        return LoadedModel(load(path), config, path, bundle.get("step"), None)
-    checkpoint = resolve_checkpoint(path)
-    state = read_state(checkpoint)
-    config = config_from_dict(state["config"])
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-    return LoadedModel(load(checkpoint), config, checkpoint, state.get("step"), run_dir)
-
-
-def _read_bundle(path: Path) -> dict[str, Any] | None:
-    """The description of an exported bundle at `path`, or None when it is not one (a run
-    directory also holds a `config.json`, without the bundle format)."""
-    file = path / BUNDLE_CONFIG
-    if not file.is_file():
-        return None
-    try:
-        bundle = json.loads(file.read_text())
-    except ValueError:
-        return None
-    if not str(bundle.get("format", "")).startswith("mmtrain-bundle"):
-        return None
-    return bundle
+    source = resolve_model(path)
+    model = build_and_load(source)
+    config = config_from_dict(source.description["config"])
+    where = source.path if source.is_bundle else source.checkpoint
+    return LoadedModel(model, config, where, source.step, source.run_dir)
 
 
 def default_output(loaded: LoadedModel) -> Path:
@@ -325,6 +311,11 @@ def evaluate_model(
             )
 
         stage("classifiers", f"classifiers for coherence (cache {cache})", train_or_load)
+        results["classifier_check"] = check_classifiers(
+            {name: c.card.test_accuracy for name, c in classifiers.items()},
+            {name: _labelled(data.test, i, name)[1] for i, name in enumerate(names)},
+            options.min_classifier_accuracy,
+        )
         stage("coherence", "coherence", coherence)
         stage(
             "latent_probe",
@@ -343,6 +334,8 @@ def evaluate_model(
             ),
         )
     results["summary"] = summarize(results, names, full)
+    for warning in flag_untrusted(results):
+        log(f"warning: {warning}")
     if options.pictures:
         stage(
             "pictures",

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +28,11 @@ from mmtrain.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     read_state,
+    remove_stale_temporaries,
     resolve_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    with_fallback,
 )
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.data.loader import BatchLoader, build_loader
@@ -37,6 +43,7 @@ from mmtrain.objectives import importance_log_likelihood
 from mmtrain.optim import build_optimizer, postprocess_gradients
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, OBJECTIVES
+from mmtrain.train import rundir
 
 #: a checkpoint callback for launchers (Ray): (metrics, checkpoint directory or None)
 Reporter = Callable[[dict[str, float], Path | None], None]
@@ -44,6 +51,62 @@ Reporter = Callable[[dict[str, float], Path | None], None]
 
 class TrainingDiverged(MMTrainError):
     """Too many consecutive steps produced a non-finite loss."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a step; `checkpoint` holds that step."""
+
+    def __init__(
+        self, step: int, checkpoint: Path | None, is_main: bool = True, world_size: int = 1
+    ) -> None:
+        where = f"; checkpoint {checkpoint}" if checkpoint else ""
+        super().__init__(f"interrupted at step {step}{where}")
+        self.step = step
+        self.checkpoint = checkpoint
+        self.is_main = is_main
+        self.world_size = world_size
+
+
+class InterruptFlag:
+    """Ctrl-C while training: the first SIGINT asks the loop to stop once the current step
+    is done (it then writes a checkpoint and raises `TrainingInterrupted`); a second SIGINT
+    raises `KeyboardInterrupt` at once. SIGINTs within `SAME_PRESS_S` of the first count as
+    the same Ctrl-C: under `accelerate launch` (torchrun) each worker gets the terminal's
+    SIGINT and, a moment later, the one the launcher forwards. Installed only in the main
+    thread (Python delivers signals there; Ray Train runs the loop in another thread and
+    its driver handles Ctrl-C)."""
+
+    SAME_PRESS_S = 1.0
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.first: float | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if self.first is not None:
+            if now - self.first < self.SAME_PRESS_S:
+                return
+            raise KeyboardInterrupt
+        self.first = now
+        self.requested = True
+        print(
+            "\ninterrupt: finishing the current step and writing a checkpoint "
+            "(Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[InterruptFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def build_model(config: TrainConfig, plugins: dict[str, ModalityPlugin]) -> MultiModalVAE:
@@ -161,20 +224,31 @@ class _Window:
 
 
 class MetricsLog:
-    """JSON lines and (when installed) TensorBoard, written by the main process only."""
+    """JSON lines and TensorBoard, written by the main process only.
 
-    def __init__(self, directory: Path, enabled: bool) -> None:
+    A run that starts at `start_step` > 0 or again from step 0 (`resumed`) first drops what
+    the interrupted run logged after that step, so every step appears once: lines of
+    `metrics.jsonl` after it are cut, and TensorBoard events from `start_step + 1` on are
+    purged (`SummaryWriter(purge_step=...)`)."""
+
+    def __init__(
+        self, directory: Path, enabled: bool, start_step: int = 0, resumed: bool = False
+    ) -> None:
         self.enabled = enabled
         self.writer = None
         self.handle = None
+        self.dropped = 0
         if not enabled:
             return
         directory.mkdir(parents=True, exist_ok=True)
-        self.handle = (directory / "metrics.jsonl").open("a")
+        if resumed:
+            self.dropped = rundir.truncate_metrics(directory, start_step)
+        self.handle = (directory / rundir.METRICS_FILE).open("a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(directory / "tensorboard"))
+            purge = start_step + 1 if resumed else None
+            self.writer = SummaryWriter(str(directory / "tensorboard"), purge_step=purge)
         except ImportError:
             self.writer = None
 
@@ -187,11 +261,21 @@ class MetricsLog:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
 
+    def flush(self) -> None:
+        """Put everything logged so far on disk (before a checkpoint: what a resumed run
+        keeps must not be lost with the process)."""
+        if self.handle is not None:
+            self.handle.flush()
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
+            self.handle = None
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def _make_accelerator(config: TrainConfig):  # noqa: ANN202
@@ -236,8 +320,29 @@ def train(
     resume: str | Path | None = None,
     reporter: Reporter | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Train to `config.train.steps` (or epochs); return the final metrics and paths."""
+    """Train to `config.train.steps` (or epochs); return the final metrics and paths.
+
+    Without `resume`, an `output_dir` that holds another run is refused (`ConfigError`), or
+    moved aside to a sibling folder with `overwrite`. `run_id` names the run: a directory
+    last written by the same id (a Ray worker group restarted before its first checkpoint)
+    is started over in place. Ctrl-C stops after the current step with a checkpoint of it
+    (`TrainingInterrupted`); a second Ctrl-C stops at once."""
+    with ExitStack() as cleanup:
+        return _train(config, resume, reporter, progress, overwrite, run_id, cleanup)
+
+
+def _train(
+    config: TrainConfig,
+    resume: str | Path | None,
+    reporter: Reporter | None,
+    progress: bool,
+    overwrite: bool,
+    run_id: str | None,
+    cleanup: ExitStack,
+) -> dict[str, Any]:
     accelerator = _make_accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
@@ -245,6 +350,7 @@ def train(
     output = Path(config.output_dir)
     checkpoint_dir = output / "checkpoints"
     main = accelerator.is_main_process
+    restarted = _claim_output(accelerator, output, resume, overwrite, run_id)
 
     torch.manual_seed(config.seed)
     loader = build_loader(config.data, rank, world)
@@ -258,15 +364,21 @@ def train(
     start_step, start_epoch, skip_batches, rng_state = 0, 0, 0, None
     if resume is not None:
         path = resolve_checkpoint(resume, output)
-        saved = read_state(path)
+        try:
+            saved = read_state(path)
+        except CheckpointError as error:
+            raise with_fallback(error, path) from None
         check_compatible(saved.get("model_signature", {}), signature, path)
-        load_checkpoint(path, model, optimizer)
+        try:
+            load_checkpoint(path, model, optimizer)
+        except CheckpointError as error:
+            raise with_fallback(error, path) from None
         start_step = int(saved["step"])
         start_epoch = int(saved["epoch"])
         skip_batches = int(saved["batches_in_epoch"])
         rng_state = saved["rng"][str(rank)] if str(rank) in saved["rng"] else None
         if main:
-            print(f"resuming from {path} at step {start_step}")
+            print(f"resuming from {path} at step {start_step}", flush=True)
     else:
         torch.manual_seed(config.seed + 7919 * rank)
 
@@ -283,9 +395,15 @@ def train(
         batches = math.ceil(per_rank / config.data.batch_size)
         total_steps = max(1, (batches // config.train.grad_accum) * int(config.train.epochs or 1))
 
-    log = MetricsLog(output, main)
+    log = MetricsLog(output, main, start_step, resumed=resume is not None or restarted)
+    cleanup.callback(log.close)
     if main:
-        output.mkdir(parents=True, exist_ok=True)
+        if log.dropped:
+            print(
+                f"dropped {log.dropped} lines of {output / rundir.METRICS_FILE} logged after "
+                f"step {start_step} (they are computed again)",
+                flush=True,
+            )
         (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     eval_loader: BatchLoader | None = None
     if config.train.eval_every and config.train.eval_split:
@@ -298,10 +416,12 @@ def train(
         total=total_steps,
         initial=start_step,
         desc="train",
-        disable=not (main and progress),
+        disable=None if main and progress else True,  # None: quiet when not a terminal
         dynamic_ncols=True,
     )
+    cleanup.callback(bar.close)  # an error message must not share the bar's line
     step, epoch = start_step, start_epoch
+    stopping = False
     nan_skipped, consecutive_nan = 0, 0
     window = _Window.fresh()
     last_logged: dict[str, float] = {}
@@ -322,6 +442,7 @@ def train(
         gathered = _gather_objects(accelerator, rng)
         path = None
         if main:
+            log.flush()
             merged: dict[str, Any] = {}
             for part in gathered:
                 merged |= part
@@ -346,6 +467,8 @@ def train(
         accelerator.wait_for_everyone()
         return path
 
+    # From here on Ctrl-C stops after a step; before, it stops at once (nothing to save).
+    interrupt = cleanup.enter_context(InterruptFlag().installed())
     done = step >= total_steps
     while not done:
         loader.set_epoch(epoch)
@@ -364,8 +487,12 @@ def train(
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     out = model(batch, config.model.objective, **options)
-                bad = torch.tensor(float(not torch.isfinite(out.loss)), device=device)
-                bad = float(accelerator.reduce(bad, "max"))
+                # One reduction per step carries the NaN check and Ctrl-C, so that every
+                # rank stops after the same step.
+                flags = [float(not torch.isfinite(out.loss)), float(interrupt.requested)]
+                flags = torch.tensor(flags, device=device)
+                bad, stop = accelerator.reduce(flags, "max").tolist()
+                stopping = stopping or bool(stop)
                 if bad:
                     nan_skipped += 1
                     consecutive_nan += 1
@@ -413,6 +540,15 @@ def train(
                 last_checkpoint_step = step
                 if reporter is not None:
                     reporter({"step": float(step), **last_logged}, last_checkpoint)
+            if stopping and step < total_steps:
+                if window.steps:
+                    last_logged = _reduce_window(accelerator, window, world)
+                    log.write(step, last_logged)
+                if last_checkpoint_step != step:
+                    last_checkpoint = save(step, epoch, batch_index)
+                    if reporter is not None:
+                        reporter({"step": float(step), **last_logged}, last_checkpoint)
+                raise TrainingInterrupted(step, last_checkpoint, main, world)
             if step >= total_steps:
                 done = True
                 break
@@ -448,6 +584,34 @@ def train(
     # Under `accelerate launch` every process returns; only the main one prints a summary.
     result["is_main"] = main
     return result
+
+
+def _claim_output(
+    accelerator: Any, output: Path, resume: object, overwrite: bool, run_id: str | None
+) -> bool:
+    """Check `output` on every rank before anything is written to it: another run there is
+    refused unless `overwrite` (the main process then moves it aside). Then record this
+    run's id and remove temporary checkpoint folders of dead processes. Returns whether
+    this run restarts its own earlier attempt (same `run_id`) in place."""
+    if resume is not None and overwrite:
+        raise ConfigError(rundir.OVERWRITE_AND_RESUME)
+    found = next(
+        (m for m in _gather_objects(accelerator, rundir.clash(output, resume, run_id)) if m), None
+    )
+    if found and not overwrite:
+        raise rundir.refusal(output, found)
+    restarted = resume is None and not found and rundir.is_own_run(output, run_id)
+    if accelerator.is_main_process:
+        if found:
+            moved = rundir.move_aside(output)
+            print(f"--overwrite: moved the previous run in {output} to {moved}", flush=True)
+        rundir.claim(output, run_id)
+        removed = remove_stale_temporaries(output / "checkpoints")
+        if removed:
+            names = ", ".join(p.name for p in removed)
+            print(f"removed temporary checkpoint folders of stopped runs: {names}", flush=True)
+    accelerator.wait_for_everyone()
+    return restarted
 
 
 def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:

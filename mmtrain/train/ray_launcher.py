@@ -31,6 +31,7 @@ from typing import Any
 
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.errors import ConfigError, MMTrainError
+from mmtrain.train import rundir
 
 #: environment variables the driver forwards to the workers when they are set
 FORWARDED_ENV = (
@@ -131,13 +132,18 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
     if args.num_workers < 1:
         raise ConfigError(f"--num-workers must be ≥ 1, got {args.num_workers}")
     resources = worker_resources(args)
-    loop_config = {
-        "config": _resolved_config(config),
-        "resume": str(args.resume) if getattr(args, "resume", None) else None,
-    }
-    output = Path(loop_config["config"]["output_dir"])
+    resume = str(args.resume) if getattr(args, "resume", None) else None
+    output = Path(_resolved_config(config)["output_dir"])
+    # Checked here, before Ray starts: the workers must not move the folder that holds
+    # Ray's own storage (`output_dir/ray` by default).
+    moved = rundir.check_or_move_aside(output, resume, bool(getattr(args, "overwrite", False)))
+    if moved is not None:
+        print(f"--overwrite: moved the previous run in {output} to {moved}", flush=True)
     # A fresh name per invocation: Ray Train resumes a run whose name it finds in storage.
     name = f"{output.name or 'mmtrain'}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    # The run id lets a worker group that Ray restarts before the first checkpoint start
+    # over in the folder its first attempt wrote, which would otherwise look like another run.
+    loop_config = {"config": _resolved_config(config), "resume": resume, "run_id": name}
     run_config = RunConfig(
         name=name,
         storage_path=storage_path(config, args.storage),
@@ -169,6 +175,16 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
             result = trainer.fit()
         except ray.train.TrainingFailedError as error:
             raise RayTrainingFailed(_failure_summary(error, args.max_failures, name)) from error
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C: Ray Train's own SIGINT handler aborts the workers, and the blocked
+            # ray.get in fit() ends in SystemExit(1). The checkpoints written so far are
+            # complete (written atomically): the run continues from the newest.
+            from mmtrain.checkpoint import list_checkpoints, read_state
+            from mmtrain.train.loop import TrainingInterrupted
+
+            found = list_checkpoints(output / "checkpoints")
+            step = int(read_state(found[-1])["step"]) if found else 0
+            raise TrainingInterrupted(step, found[-1] if found else None) from None
     finally:
         if started_here:
             ray.shutdown()
@@ -277,10 +293,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if checkpoint is not None:
         with checkpoint.as_directory() as path:
             resumed_from = int(read_state(Path(path))["step"])
-            result = train(config, resume=path, reporter=reporter, progress=False)
+            result = train(
+                config,
+                resume=path,
+                reporter=reporter,
+                progress=False,
+                run_id=loop_config.get("run_id"),
+            )
     else:
         resumed_from = None
-        result = train(config, resume=loop_config.get("resume"), reporter=reporter, progress=False)
+        result = train(
+            config,
+            resume=loop_config.get("resume"),
+            reporter=reporter,
+            progress=False,
+            run_id=loop_config.get("run_id"),
+        )
     result["resumed_from_ray_checkpoint"] = resumed_from
     result["workers"] = sorted(_gather(placement), key=lambda p: p["rank"])
     return result
