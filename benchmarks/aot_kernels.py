@@ -741,9 +741,11 @@ def results_markdown(
             "warps per SM of 64, and what limits them). How the variants are enumerated: "
             "see the script's docstring.",
             "",
-            f"Machine: {environment_text()}. {len(records)} compiled variants, "
-            f"{n_failed} failing; the check took {wall_s:.0f} s wall, {cpu_s:.0f} s CPU "
-            f"(this process, its workers and their ptxas), {jobs} worker processes.",
+            f"Machine: {environment_text()}. Run on {time.strftime('%Y-%m-%d')}: "
+            f"{len(records)} compiled variants, {n_failed} failing; the check took "
+            f"{wall_s:.0f} s wall, {cpu_s:.0f} s CPU (this process, its workers and their "
+            f"ptxas) with {jobs} worker processes, load average {os.getloadavg()[0]:.1f} at "
+            "the end (the machine is shared: CPU time is the load-independent figure).",
             "",
             summary_table(summarize(records)),
             "",
