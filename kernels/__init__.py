@@ -23,7 +23,13 @@ import torch
 from mmtrain.ops import KernelOp
 from mmtrain.registry import OPS
 
-from .limits import MAX_HEAD_DIM, MAX_LATENT_DIM, MAX_SET_SIZE
+from .limits import (
+    MAX_HEAD_DIM,
+    MAX_LATENT_DIM,
+    MAX_SET_ELEMENTS,
+    MAX_SET_SIZE,
+    set_attention_fits,
+)
 from .reference import (
     masked_mixture_log_prob_reference,
     masked_set_attention_pooled_reference,
@@ -55,7 +61,7 @@ else:
 
 
 def _set_attention_fits(q: torch.Tensor, *_: object) -> bool:
-    return q.shape[-2] <= MAX_SET_SIZE and q.shape[-1] <= MAX_HEAD_DIM
+    return set_attention_fits(q.shape[-2], q.shape[-1])
 
 
 def _mixture_fits(z: torch.Tensor, *_: object) -> bool:
@@ -91,6 +97,7 @@ for _name, _reference in _references.items():
 __all__ = [
     "MAX_HEAD_DIM",
     "MAX_LATENT_DIM",
+    "MAX_SET_ELEMENTS",
     "MAX_SET_SIZE",
     "TRITON_UNAVAILABLE_REASON",
     "masked_mixture_log_prob_reference",

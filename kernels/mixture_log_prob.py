@@ -16,7 +16,9 @@ once, reduces over the latent dimensions in registers and runs an online logsume
 components, writing only [L, B].
 
 Tiling: forward programs own a [BLOCK_L, BLOCK_B, BLOCK_D] tile of z (d padded to a power of
-two) and loop over the components. Backward programs own BLOCK_B examples and loop over all
+four, see `_launch_config`) and loop over the components, also for the log-normaliser of the
+weights, so no tile dimension grows with the number of components. d is a runtime argument,
+not a constexpr: one compiled kernel serves every d of a tile. Backward programs own BLOCK_B examples and loop over all
 samples in BLOCK_L chunks, so the sums over samples that the parameter gradients need stay
 inside one program: no atomics. Backward saves nothing but the inputs: for each chunk, pass 1
 over the components recomputes out_lb at full precision (the stored output may be fp16/bf16,
@@ -44,6 +46,7 @@ import triton.language as tl
 
 from mmtrain.errors import ConfigError
 
+from .launch import KernelLaunch, launch_options
 from .limits import MAX_LATENT_DIM
 
 FAMILIES = ("normal", "laplace")
@@ -51,9 +54,12 @@ FAMILIES = ("normal", "laplace")
 _HALF_LOG_2PI = tl.constexpr(0.9189385332046727)  # ½ log 2π
 _LOG_2 = tl.constexpr(0.6931471805599453)
 
-# Elements per [BLOCK_L, BLOCK_B, BLOCK_D] tile; tests lower these to exercise several programs.
-_TILE_ELEMENTS = {"forward": 4096, "backward": 2048}
+# Tile policy (see `_launch_config`); tests lower these to exercise several programs.
+_TILE_ELEMENTS = {"forward": 2048, "backward": 1024}
+_ELEMENTS_PER_THREAD = {"forward": 8, "backward": 4}
 _MAX_BLOCK_L = 16
+_MIN_BLOCK_D = 16
+_MAX_WARPS = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,19 +69,18 @@ _MAX_BLOCK_L = 16
 
 @triton.jit
 def _mixture_log_weight_norm(
-    LOGITS, CMASK, offs_b, b_ok, C, sgb, sgc, smb, smc, BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr
+    LOGITS, CMASK, offs_b, b_ok, C, sgb, sgc, smb, smc, BLOCK_B: tl.constexpr, COMPUTE: tl.constexpr
 ):
-    """logsumexp of the present logits per example ([BLOCK_B]; -inf when none is present)."""
-    offs_c = tl.arange(0, BLOCK_C)
-    ok = b_ok[:, None] & (offs_c < C)[None, :]
-    logits = tl.load(LOGITS + offs_b[:, None] * sgb + offs_c[None, :] * sgc, mask=ok, other=0.0)
-    logits = logits.to(COMPUTE)
-    present = tl.load(CMASK + offs_b[:, None] * smb + offs_c[None, :] * smc, mask=ok, other=0) != 0
-    logits = tl.where(present, logits, float("-inf"))
-    mx = tl.max(logits, axis=1)
-    mx = tl.where(mx == float("-inf"), 0.0, mx)
-    total = tl.sum(tl.exp(logits - mx[:, None]), axis=1)
-    return tl.where(total > 0, tl.log(tl.where(total > 0, total, 1.0)) + mx, float("-inf"))
+    """logsumexp of the present logits per example ([BLOCK_B]; -inf when none is present),
+    one component at a time, so no tile dimension grows with the number of components."""
+    run_max = tl.full([BLOCK_B], float("-inf"), COMPUTE)
+    run_sum = tl.zeros([BLOCK_B], COMPUTE)
+    for c in range(C):
+        present = tl.load(CMASK + offs_b * smb + c * smc, mask=b_ok, other=0) != 0
+        logit = tl.load(LOGITS + offs_b * sgb + c * sgc, mask=b_ok & present, other=0.0)
+        term = tl.where(present, logit.to(COMPUTE), float("-inf"))
+        run_max, run_sum = _online_logsumexp(run_max, run_sum, term)
+    return _finish_logsumexp(run_max, run_sum)
 
 
 @triton.jit
@@ -103,7 +108,7 @@ def _component(
     smc,
     log_norm,
     min_scale,
-    D: tl.constexpr,
+    D,
     BLOCK_B: tl.constexpr,
     LAPLACE: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -127,10 +132,10 @@ def _component(
     u = (z - loc.to(COMPUTE)[None, :, :]) * inv_scale[None, :, :]
     if LAPLACE:
         quad = tl.sum(tl.abs(u), axis=2)
-        const = tl.full([BLOCK_B], D * _LOG_2, COMPUTE)
+        const = tl.full([BLOCK_B], D, COMPUTE) * _LOG_2
     else:
         quad = 0.5 * tl.sum(u * u, axis=2)
-        const = tl.full([BLOCK_B], D * _HALF_LOG_2PI, COMPUTE)
+        const = tl.full([BLOCK_B], D, COMPUTE) * _HALF_LOG_2PI
     log_w = logit.to(COMPUTE) - log_norm
     term = tl.where(present[None, :], (log_w - log_det - const)[None, :] - quad, float("-inf"))
     return term, u, inv_scale, exp_ls, present, log_w
@@ -175,10 +180,9 @@ def _masked_mixture_log_prob_forward_kernel(
     smb,
     smc,
     min_scale,
-    D: tl.constexpr,
+    D,
     BLOCK_L: tl.constexpr,
     BLOCK_B: tl.constexpr,
-    BLOCK_C: tl.constexpr,
     BLOCK_D: tl.constexpr,
     LAPLACE: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -194,7 +198,7 @@ def _masked_mixture_log_prob_forward_kernel(
     offs_l = offs_l.to(tl.int64)
 
     log_norm = _mixture_log_weight_norm(
-        LOGITS, CMASK, offs_b, b_ok, C, sgb, sgc, smb, smc, BLOCK_C, COMPUTE
+        LOGITS, CMASK, offs_b, b_ok, C, sgb, sgc, smb, smc, BLOCK_B, COMPUTE
     )
     z_ptrs = (
         Z + offs_l[:, None, None] * szl + offs_b[None, :, None] * szb + offs_d[None, None, :] * szd
@@ -247,10 +251,9 @@ def _masked_mixture_log_prob_backward_kernel(
     smb,
     smc,
     min_scale,
-    D: tl.constexpr,
+    D,
     BLOCK_L: tl.constexpr,
     BLOCK_B: tl.constexpr,
-    BLOCK_C: tl.constexpr,
     BLOCK_D: tl.constexpr,
     LAPLACE: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -264,7 +267,7 @@ def _masked_mixture_log_prob_backward_kernel(
     param_offs = offs_b[:, None] * (C * D) + offs_d[None, :]
 
     log_norm = _mixture_log_weight_norm(
-        LOGITS, CMASK, offs_b, b_ok, C, sgb, sgc, smb, smc, BLOCK_C, COMPUTE
+        LOGITS, CMASK, offs_b, b_ok, C, sgb, sgc, smb, smc, BLOCK_B, COMPUTE
     )
 
     for l_start in range(0, L, BLOCK_L):
@@ -389,40 +392,48 @@ def _compute_dtype(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _launch_config(n_samples: int, dim: int, n_comp: int, phase: str) -> tuple[int, int, int, int]:
-    block_d = triton.next_power_of_2(dim)
-    block_l = min(
-        triton.next_power_of_2(n_samples), _MAX_BLOCK_L, max(1, _TILE_ELEMENTS[phase] // block_d)
-    )
-    block_b = max(1, _TILE_ELEMENTS[phase] // (block_l * block_d))
-    block_c = triton.next_power_of_2(n_comp)
-    return block_l, block_b, block_c, block_d
+def _launch_config(n_samples: int, dim: int, phase: str) -> tuple[int, int, int, int]:
+    """(BLOCK_L, BLOCK_B, BLOCK_D, num_warps) for L samples of a d-dimensional mixture: a
+    function of (L, d, phase) only, never of the batch or the number of components, so the
+    launchers choose from a few configurations and `benchmarks/aot_kernels.py` compiles
+    every one of them.
+
+    d is padded to a power of four of at least 16 (16, 64, 256, 1024) and L to 1 (a single
+    sample, the training default) or a chunk of up to _MAX_BLOCK_L: padding lanes cost
+    arithmetic but no memory traffic, and with one sample the op is memory-bound by far
+    (about one FLOP per byte). A program holds _TILE_ELEMENTS elements of its z tile (at
+    least one example) with enough warps for _ELEMENTS_PER_THREAD of them per thread, so no
+    variant spills (the ahead-of-time check's table).
+    """
+    bits = (dim - 1).bit_length()
+    block_d = max(_MIN_BLOCK_D, 1 << (bits + bits % 2))
+    budget = _TILE_ELEMENTS[phase]
+    block_l = 1 if n_samples <= 1 else min(_MAX_BLOCK_L, max(1, budget // block_d))
+    block_b = max(1, budget // (block_l * block_d))
+    tile = block_l * block_b * block_d
+    per_thread = _ELEMENTS_PER_THREAD[phase]
+    if phase == "backward" and block_l > 1:
+        per_thread //= 2  # sums over the chunk's samples: more live state per element
+    num_warps = min(_MAX_WARPS, max(1, tile // (32 * per_thread)))
+    return block_l, block_b, block_d, num_warps
 
 
-def _num_warps(tile: int) -> int:
-    return 8 if tile >= 4096 else 4 if tile >= 512 else 2 if tile >= 128 else 1
-
-
-def _forward(
+def _forward_launch(
     z: torch.Tensor,
     loc: torch.Tensor,
     log_scale: torch.Tensor,
     logits: torch.Tensor,
     component_mask: torch.Tensor,
+    out: torch.Tensor,
     family: str,
     min_scale: float,
-) -> torch.Tensor:
-    _check_inputs(z, loc, log_scale, logits, component_mask, family)
+) -> KernelLaunch:
+    """The forward launch for these tensors (run by `_forward`, compiled by the AOT check)."""
     n_samples, batch, dim = z.shape
     n_comp = loc.shape[1]
-    out = torch.empty((n_samples, batch), dtype=z.dtype, device=z.device)
-    if out.numel() == 0:
-        return out
-    block_l, block_b, block_c, block_d = _launch_config(n_samples, dim, n_comp, "forward")
-    block_b = min(block_b, triton.next_power_of_2(batch))
+    block_l, block_b, block_d, num_warps = _launch_config(n_samples, dim, "forward")
     mask = component_mask.view(torch.uint8)
-    grid = (triton.cdiv(batch, block_b), triton.cdiv(n_samples, block_l))
-    _masked_mixture_log_prob_forward_kernel[grid](
+    args = (
         z,
         loc,
         log_scale,
@@ -438,16 +449,93 @@ def _forward(
         *logits.stride(),
         *mask.stride(),
         float(min_scale),
-        D=dim,
-        BLOCK_L=block_l,
-        BLOCK_B=block_b,
-        BLOCK_C=block_c,
-        BLOCK_D=block_d,
-        LAPLACE=family == "laplace",
-        COMPUTE=_compute_dtype(z.dtype),
-        num_warps=_num_warps(block_l * block_b * block_d),
+        dim,
     )
+    constexprs = {
+        "BLOCK_L": block_l,
+        "BLOCK_B": block_b,
+        "BLOCK_D": block_d,
+        "LAPLACE": family == "laplace",
+        "COMPUTE": _compute_dtype(z.dtype),
+    }
+    grid = (triton.cdiv(batch, block_b), triton.cdiv(n_samples, block_l))
+    return KernelLaunch(
+        _masked_mixture_log_prob_forward_kernel,
+        grid,
+        args,
+        {**constexprs, **launch_options(num_warps, register_ceiling=False)},
+    )
+
+
+def _forward(
+    z: torch.Tensor,
+    loc: torch.Tensor,
+    log_scale: torch.Tensor,
+    logits: torch.Tensor,
+    component_mask: torch.Tensor,
+    family: str,
+    min_scale: float,
+) -> torch.Tensor:
+    _check_inputs(z, loc, log_scale, logits, component_mask, family)
+    n_samples, batch, _ = z.shape
+    out = torch.empty((n_samples, batch), dtype=z.dtype, device=z.device)
+    if out.numel() == 0:
+        return out
+    _forward_launch(z, loc, log_scale, logits, component_mask, out, family, min_scale).run()
     return out
+
+
+def _backward_launch(
+    grad: torch.Tensor,
+    z: torch.Tensor,
+    loc: torch.Tensor,
+    log_scale: torch.Tensor,
+    logits: torch.Tensor,
+    component_mask: torch.Tensor,
+    grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    family: str,
+    min_scale: float,
+) -> KernelLaunch:
+    """The backward launch writing `grads` = (dz, dloc, dlog_scale, dlogits), all contiguous
+    (run by `_backward`, compiled by the AOT check)."""
+    n_samples, batch, dim = z.shape
+    n_comp = loc.shape[1]
+    block_l, block_b, block_d, num_warps = _launch_config(n_samples, dim, "backward")
+    mask = component_mask.view(torch.uint8)
+    args = (
+        grad,
+        z,
+        loc,
+        log_scale,
+        logits,
+        mask,
+        *grads,
+        n_samples,
+        batch,
+        n_comp,
+        *grad.stride(),
+        *z.stride(),
+        *loc.stride(),
+        *log_scale.stride(),
+        *logits.stride(),
+        *mask.stride(),
+        float(min_scale),
+        dim,
+    )
+    constexprs = {
+        "BLOCK_L": block_l,
+        "BLOCK_B": block_b,
+        "BLOCK_D": block_d,
+        "LAPLACE": family == "laplace",
+        "COMPUTE": _compute_dtype(z.dtype),
+    }
+    grid = (triton.cdiv(batch, block_b),)
+    return KernelLaunch(
+        _masked_mixture_log_prob_backward_kernel,
+        grid,
+        args,
+        {**constexprs, **launch_options(num_warps, register_ceiling=True)},
+    )
 
 
 def _backward(
@@ -470,40 +558,11 @@ def _backward(
         for t in (dz, dloc, dls, dlogits):
             t.zero_()
         return dz, dloc, dls, dlogits
-    block_l, block_b, block_c, block_d = _launch_config(n_samples, dim, n_comp, "backward")
-    block_b = min(block_b, triton.next_power_of_2(batch))
-    mask = component_mask.view(torch.uint8)
-    grid = (triton.cdiv(batch, block_b),)
-    _masked_mixture_log_prob_backward_kernel[grid](
-        grad,
-        z,
-        loc,
-        log_scale,
-        logits,
-        mask,
-        dz,
-        dloc,
-        dls,
-        dlogits,
-        n_samples,
-        batch,
-        n_comp,
-        *grad.stride(),
-        *z.stride(),
-        *loc.stride(),
-        *log_scale.stride(),
-        *logits.stride(),
-        *mask.stride(),
-        float(min_scale),
-        D=dim,
-        BLOCK_L=block_l,
-        BLOCK_B=block_b,
-        BLOCK_C=block_c,
-        BLOCK_D=block_d,
-        LAPLACE=family == "laplace",
-        COMPUTE=_compute_dtype(z.dtype),
-        num_warps=_num_warps(block_l * block_b * block_d),
+    grads = (dz, dloc, dls, dlogits)
+    launch = _backward_launch(
+        grad, z, loc, log_scale, logits, component_mask, grads, family, min_scale
     )
+    launch.run()
     return dz, dloc, dls, dlogits
 
 

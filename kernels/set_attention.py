@@ -17,9 +17,14 @@ matrix never reaches memory. The pooled variant never writes per-element outputs
 two-mask variant reads q, k, v once for both masks.
 
 Tiling: one program owns BLOCK_N whole (set, head) pairs, a [BLOCK_N, BLOCK_M, BLOCK_D] tile
-with M and Dh padded to powers of two (padding lanes are masked on load and never stored).
-The program loops over the M keys one at a time (`tl.static_range`, unrolled), computing
-the score column s_{:j} by broadcast-multiply-sum over Dh and updating an online softmax.
+with M and Dh padded to powers of two (padding lanes are masked on load and never stored;
+see `_launch_config`). The program loops over the M keys one at a time, computing the score
+column s_{:j} by broadcast-multiply-sum over Dh and updating an online softmax. M and Dh
+are runtime arguments, not constexprs, and the key loop is not unrolled: one compiled kernel
+serves every (M, Dh) of a tile. A constexpr M unrolled the loop M times, which gave one
+kernel per (M, Dh) pair (8192 over the supported shapes), compiles of 10-30 s at M = 32 and
+about twice the registers (spilling at 16 × 64 under two masks on sm_90), as the
+ahead-of-time check (`benchmarks/aot_kernels.py`) measured.
 `tl.dot` is not used: it needs 16×16 tiles, which for M = 2..8 would waste (16/M)² of the
 work and registers, and at M/2 FLOP per byte the CUDA cores are not the bottleneck anyway.
 
@@ -45,12 +50,17 @@ import triton.language as tl
 
 from mmtrain.errors import ConfigError
 
-from .limits import MAX_HEAD_DIM, MAX_SET_SIZE
+from .launch import KernelLaunch, launch_options
+from .limits import MAX_HEAD_DIM, MAX_SET_ELEMENTS, MAX_SET_SIZE, set_attention_fits
 
 _FILL = -3.4028234663852886e38  # finfo(float32).min, also used for fp64 (see module docstring)
 
-# Elements per [BLOCK_N, BLOCK_M, BLOCK_D] tile; tests lower these to exercise several programs.
-_TILE_ELEMENTS = {"forward": 4096, "backward": 2048}
+# Tile policy (see `_launch_config`); tests lower _TILE_ELEMENTS to exercise several programs.
+_TILE_ELEMENTS = {"forward": 2048, "backward": 1024}
+_ELEMENTS_PER_THREAD = {"forward": 8, "backward": 4}
+_MIN_BLOCK_M = 8
+_MIN_BLOCK_D = 64
+_MAX_WARPS = 32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,8 +117,8 @@ def _masked_set_attention_forward_kernel(
     sam,
     sbb,
     sbm,
-    M: tl.constexpr,
-    D: tl.constexpr,
+    M,
+    D,
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -152,7 +162,7 @@ def _masked_set_attention_forward_kernel(
         acc_b = tl.zeros([BLOCK_N, BLOCK_M, BLOCK_D], COMPUTE)
 
     # -- one key at a time: score column, mask, online softmax, P·V -----------------------
-    for j in tl.static_range(M):
+    for j in range(M):
         k_j = tl.load(k_base + j * skm, mask=nd_ok, other=0.0).to(COMPUTE)
         v_j = tl.load(v_base + j * svm, mask=nd_ok, other=0.0).to(COMPUTE)
         s = tl.sum(q * k_j[:, None, :], axis=2) * inv_sqrt_d
@@ -218,8 +228,8 @@ def _masked_set_attention_backward_kernel(
     sobh,
     sobm,
     sobd,
-    M: tl.constexpr,
-    D: tl.constexpr,
+    M,
+    D,
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -282,7 +292,7 @@ def _masked_set_attention_backward_kernel(
         dd_b = tl.zeros([BLOCK_N, BLOCK_M], COMPUTE)
 
     # -- pass 1: softmax statistics and D_i = Σ_j P_ij (dO_i · v_j), recomputed -------------
-    for j in tl.static_range(M):
+    for j in range(M):
         k_j = tl.load(k_base + j * skm, mask=nd_ok, other=0.0).to(COMPUTE)
         v_j = tl.load(v_base + j * svm, mask=nd_ok, other=0.0).to(COMPUTE)
         s = tl.sum(q * k_j[:, None, :], axis=2) * inv_sqrt_d
@@ -301,7 +311,7 @@ def _masked_set_attention_backward_kernel(
 
     # -- pass 2: dv_j and dk_j stored per key (the program owns the set), dq accumulated ----
     dq = tl.zeros([BLOCK_N, BLOCK_M, BLOCK_D], COMPUTE)
-    for j in tl.static_range(M):
+    for j in range(M):
         k_j = tl.load(k_base + j * skm, mask=nd_ok, other=0.0).to(COMPUTE)
         v_j = tl.load(v_base + j * svm, mask=nd_ok, other=0.0).to(COMPUTE)
         s = tl.sum(q * k_j[:, None, :], axis=2) * inv_sqrt_d
@@ -355,9 +365,10 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *masks: tor
                 f"q, k, v and masks must be on one device; got {q.device}, {k.device}, "
                 f"{v.device}, {mask.device}"
             )
-    if set_size > MAX_SET_SIZE or head_dim > MAX_HEAD_DIM:
+    if not set_attention_fits(set_size, head_dim):
         raise ValueError(
-            f"the fused set attention handles M <= {MAX_SET_SIZE} and Dh <= {MAX_HEAD_DIM}; "
+            f"the fused set attention handles M <= {MAX_SET_SIZE}, Dh <= {MAX_HEAD_DIM} and "
+            f"next_power_of_2(M) * next_power_of_2(Dh) <= {MAX_SET_ELEMENTS}; "
             f"got M={set_size}, Dh={head_dim}: use the 'torch' kernel backend"
         )
     if q.device.type == "cpu" and not _INTERPRETED:
@@ -372,15 +383,28 @@ def _compute_dtype(dtype: torch.dtype) -> tl.dtype:
 
 
 def _launch_config(
-    n_sets: int, set_size: int, head_dim: int, phase: str, two_mask: bool
+    set_size: int, head_dim: int, phase: str, two_mask: bool
 ) -> tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_M, BLOCK_D, num_warps): whole sets per program, within a tile budget."""
-    block_m = triton.next_power_of_2(set_size)
-    block_d = triton.next_power_of_2(head_dim)
-    budget = _TILE_ELEMENTS[phase] // (2 if two_mask else 1)
-    block_n = max(1, min(triton.next_power_of_2(n_sets), budget // (block_m * block_d)))
-    tile = block_n * block_m * block_d
-    num_warps = 8 if tile >= 4096 else 4 if tile >= 512 else 2 if tile >= 128 else 1
+    """(BLOCK_N, BLOCK_M, BLOCK_D, num_warps) of a launch: a function of (M, Dh, phase,
+    two_mask) only, never of the number of sets, so the launchers choose from a few
+    configurations and `benchmarks/aot_kernels.py` compiles every one of them.
+
+    M and Dh are padded to powers of two of at least 8 and 64: padding lanes cost
+    arithmetic but no memory traffic, and the op stays memory-bound at M ≤ 8 (about
+    BLOCK_M/2 FLOP per byte), while fewer tiles keep the compile check short. A program
+    holds _TILE_ELEMENTS elements per tile tensor (whole sets, at least one) and enough
+    warps for _ELEMENTS_PER_THREAD of them per thread (half under two masks, which carry
+    twice the state), so no variant spills (the ahead-of-time check's table). The two-mask
+    backward stops at 16 warps: at 32, the 64-register cap of a 1024-thread block spills.
+    """
+    block_m = max(_MIN_BLOCK_M, triton.next_power_of_2(set_size))
+    block_d = max(_MIN_BLOCK_D, triton.next_power_of_2(head_dim))
+    halve = 2 if two_mask else 1
+    set_elements = block_m * block_d
+    block_n = max(1, _TILE_ELEMENTS[phase] // halve // set_elements)
+    tile = block_n * set_elements
+    max_warps = _MAX_WARPS // (2 if two_mask and phase == "backward" else 1)
+    num_warps = min(max_warps, max(1, tile * halve // (32 * _ELEMENTS_PER_THREAD[phase])))
     return block_n, block_m, block_d, num_warps
 
 
@@ -388,33 +412,25 @@ def _as_bytes(mask: torch.Tensor) -> torch.Tensor:
     return mask.view(torch.uint8)
 
 
-def _forward(
+def _forward_launch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     mask_a: torch.Tensor,
     mask_b: torch.Tensor | None,
+    out_a: torch.Tensor,
+    out_b: torch.Tensor | None,
     pooled: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    masks = (mask_a,) if mask_b is None else (mask_a, mask_b)
-    _check_inputs(q, k, v, *masks)
+) -> KernelLaunch:
+    """The forward launch for these tensors (run by `_forward`, compiled by the AOT check)."""
     batch, heads, set_size, head_dim = q.shape
     n_sets = batch * heads
-    shape = (batch, heads, head_dim) if pooled else (batch, heads, set_size, head_dim)
-    out_a = torch.empty(shape, dtype=q.dtype, device=q.device)
-    out_b = torch.empty(shape, dtype=q.dtype, device=q.device) if mask_b is not None else None
-    if q.numel() == 0:  # no sets, no elements or no width: pooled sums are empty sums
-        out_a.zero_()
-        if out_b is not None:
-            out_b.zero_()
-        return out_a, out_b
     ma = _as_bytes(mask_a)
     mb = _as_bytes(mask_b) if mask_b is not None else ma
     block_n, block_m, block_d, num_warps = _launch_config(
-        n_sets, set_size, head_dim, "forward", mask_b is not None
+        set_size, head_dim, "forward", mask_b is not None
     )
-    grid = (triton.cdiv(n_sets, block_n),)
-    _masked_set_attention_forward_kernel[grid](
+    args = (
         q,
         k,
         v,
@@ -429,17 +445,47 @@ def _forward(
         *v.stride(),
         *ma.stride(),
         *mb.stride(),
-        M=set_size,
-        D=head_dim,
-        BLOCK_N=block_n,
-        BLOCK_M=block_m,
-        BLOCK_D=block_d,
-        TWO_MASK=mask_b is not None,
-        POOLED=pooled,
-        COMPUTE=_compute_dtype(q.dtype),
-        FILL=_FILL,
-        num_warps=num_warps,
+        set_size,
+        head_dim,
     )
+    constexprs = {
+        "BLOCK_N": block_n,
+        "BLOCK_M": block_m,
+        "BLOCK_D": block_d,
+        "TWO_MASK": mask_b is not None,
+        "POOLED": pooled,
+        "COMPUTE": _compute_dtype(q.dtype),
+        "FILL": _FILL,
+    }
+    grid = (triton.cdiv(n_sets, block_n),)
+    return KernelLaunch(
+        _masked_set_attention_forward_kernel,
+        grid,
+        args,
+        {**constexprs, **launch_options(num_warps, register_ceiling=False)},
+    )
+
+
+def _forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask_a: torch.Tensor,
+    mask_b: torch.Tensor | None,
+    pooled: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    masks = (mask_a,) if mask_b is None else (mask_a, mask_b)
+    _check_inputs(q, k, v, *masks)
+    batch, heads, set_size, head_dim = q.shape
+    shape = (batch, heads, head_dim) if pooled else (batch, heads, set_size, head_dim)
+    out_a = torch.empty(shape, dtype=q.dtype, device=q.device)
+    out_b = torch.empty(shape, dtype=q.dtype, device=q.device) if mask_b is not None else None
+    if q.numel() == 0:  # no sets, no elements or no width: pooled sums are empty sums
+        out_a.zero_()
+        if out_b is not None:
+            out_b.zero_()
+        return out_a, out_b
+    _forward_launch(q, k, v, mask_a, mask_b, out_a, out_b, pooled).run()
     return out_a, out_b
 
 
@@ -451,7 +497,7 @@ def _grad_strides(grad: torch.Tensor, pooled: bool) -> tuple[int, int, int, int]
     return sb, sh, sm, sd
 
 
-def _backward(
+def _backward_launch(
     grad_a: torch.Tensor,
     grad_b: torch.Tensor | None,
     q: torch.Tensor,
@@ -459,23 +505,21 @@ def _backward(
     v: torch.Tensor,
     mask_a: torch.Tensor,
     mask_b: torch.Tensor | None,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
     pooled: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> KernelLaunch:
+    """The backward launch for these tensors (run by `_backward`, compiled by the AOT check)."""
     batch, heads, set_size, head_dim = q.shape
     n_sets = batch * heads
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dv = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    if dq.numel() == 0:
-        return dq, dk, dv
     ma = _as_bytes(mask_a)
     mb = _as_bytes(mask_b) if mask_b is not None else ma
     gb = grad_b if grad_b is not None else grad_a
     block_n, block_m, block_d, num_warps = _launch_config(
-        n_sets, set_size, head_dim, "backward", mask_b is not None
+        set_size, head_dim, "backward", mask_b is not None
     )
-    grid = (triton.cdiv(n_sets, block_n),)
-    _masked_set_attention_backward_kernel[grid](
+    args = (
         q,
         k,
         v,
@@ -495,17 +539,43 @@ def _backward(
         *mb.stride(),
         *_grad_strides(grad_a, pooled),
         *_grad_strides(gb, pooled),
-        M=set_size,
-        D=head_dim,
-        BLOCK_N=block_n,
-        BLOCK_M=block_m,
-        BLOCK_D=block_d,
-        TWO_MASK=mask_b is not None,
-        POOLED=pooled,
-        COMPUTE=_compute_dtype(q.dtype),
-        FILL=_FILL,
-        num_warps=num_warps,
+        set_size,
+        head_dim,
     )
+    constexprs = {
+        "BLOCK_N": block_n,
+        "BLOCK_M": block_m,
+        "BLOCK_D": block_d,
+        "TWO_MASK": mask_b is not None,
+        "POOLED": pooled,
+        "COMPUTE": _compute_dtype(q.dtype),
+        "FILL": _FILL,
+    }
+    grid = (triton.cdiv(n_sets, block_n),)
+    return KernelLaunch(
+        _masked_set_attention_backward_kernel,
+        grid,
+        args,
+        {**constexprs, **launch_options(num_warps, register_ceiling=True)},
+    )
+
+
+def _backward(
+    grad_a: torch.Tensor,
+    grad_b: torch.Tensor | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask_a: torch.Tensor,
+    mask_b: torch.Tensor | None,
+    pooled: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dv = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if dq.numel() == 0:
+        return dq, dk, dv
+    _backward_launch(grad_a, grad_b, q, k, v, mask_a, mask_b, dq, dk, dv, pooled).run()
     return dq, dk, dv
 
 

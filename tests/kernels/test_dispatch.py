@@ -133,6 +133,18 @@ def test_auto_takes_the_reference_for_shapes_the_kernels_do_not_handle(
         q = torch.zeros(1, 1, size, 8)
         mask = torch.ones(1, size, dtype=torch.bool)
         assert ops.resolve("masked_set_attention", cuda, q, q, q, mask) is expected, size
+    # Sets wider than MAX_SET_ELEMENTS once padded (M > 16 with Dh > 128) go to the reference.
+    pooled = OPS.get("masked_set_attention_pooled")
+    for size, width, expected in (
+        (32, 128, pooled.triton),
+        (16, 256, pooled.triton),
+        (17, 129, pooled.reference),
+        (kernels.MAX_SET_SIZE, kernels.MAX_HEAD_DIM, pooled.reference),
+    ):
+        q = torch.zeros(1, 1, size, width)
+        mask = torch.ones(1, size, dtype=torch.bool)
+        got = ops.resolve("masked_set_attention_pooled", cuda, q, q, q, mask)
+        assert got is expected, (size, width)
     wide = torch.zeros(1, 1, 4, kernels.MAX_HEAD_DIM + 1)
     mask = torch.ones(1, 4, dtype=torch.bool)
     assert ops.resolve("masked_set_attention_pooled", cuda, wide, wide, wide, mask) is (

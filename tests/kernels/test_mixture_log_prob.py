@@ -109,9 +109,9 @@ def test_many_samples_accumulate_across_chunks(
 ) -> None:
     """L = 11 over chunks of 4 samples and tiles of 2 examples: the parameter gradients are
     summed across chunks inside one program, and the forward spans a 2-D grid."""
-    monkeypatch.setattr(mixture_log_prob, "_TILE_ELEMENTS", {"forward": 32, "backward": 32})
+    monkeypatch.setattr(mixture_log_prob, "_TILE_ELEMENTS", {"forward": 64, "backward": 64})
     monkeypatch.setattr(mixture_log_prob, "_MAX_BLOCK_L", 4)
-    assert mixture_log_prob._launch_config(11, 5, 3, "backward")[:2] == (4, 1)
+    assert mixture_log_prob._launch_config(11, 5, "backward")[:2] == (4, 1)
     params, gen = _inputs(11, 5, 3, 5, torch.float64, seed=1)
     mask = _mask("random", 5, 3, gen)
     _compare(params, mask, family, 0.25, gen)

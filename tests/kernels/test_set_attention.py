@@ -134,10 +134,14 @@ def test_matches_reference(
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_several_programs_and_ragged_tail(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiles of 2 sets over 7 (set, head) pairs: several programs and a partial last one."""
-    monkeypatch.setattr(set_attention, "_TILE_ELEMENTS", {"forward": 64, "backward": 64})
+    two_mask = variant == "two_mask"
+    # Two (8 × 64)-padded sets per tile, forward and backward (two masks halve the budget).
+    budget = 2 * 2 * 8 * 64 if two_mask else 2 * 8 * 64
+    monkeypatch.setattr(set_attention, "_TILE_ELEMENTS", {"forward": budget, "backward": budget})
     q, k, v, gen = _inputs((7, 1, 3, 8), torch.float32, seed=1)
     mask = _mask("random", 7, 3, gen)
-    assert set_attention._launch_config(7, 3, 8, "forward", False)[0] == 2
+    for phase in ("forward", "backward"):
+        assert set_attention._launch_config(3, 8, phase, two_mask)[0] == 2
     _compare(variant, q, k, v, mask, mask & ~mask.roll(1, dims=1), gen)
 
 
@@ -263,6 +267,11 @@ def test_rejects_bad_inputs() -> None:
     with pytest.raises(ValueError, match="torch"):
         ops.masked_set_attention(
             big, big, big, torch.ones(1, big.shape[2], dtype=torch.bool, device=DEVICE)
+        )
+    wide = torch.zeros(1, 1, 17, 129, device=DEVICE)  # padded 32 × 256 > MAX_SET_ELEMENTS
+    with pytest.raises(ValueError, match="next_power_of_2"):
+        ops.masked_set_attention(
+            wide, wide, wide, torch.ones(1, 17, dtype=torch.bool, device=DEVICE)
         )
 
 
