@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         }
         for row in outcome["rows"]
     ]
-    compare_table(rows, [(key, label) for key, label, _ in outcome["columns"]])
+    compare_table(
+        rows,
+        [(key, label) for key, label, _ in outcome["columns"]],
+        poe_modes=outcome["poe_modes"],
+    )
     print(json.dumps({k: outcome[k] for k in ("markdown", "csv", "plot")}))
     return 0

@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmtrain.experiments import ExperimentSettings, run_experiment
-    from mmtrain.report import experiment_table
+    from mmtrain.report import experiment_table, linear_gaussian_verdict
 
     settings = ExperimentSettings.defaults(
         args.name,
@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     )
     results = run_experiment(settings, progress=not args.quiet)
     experiment_table(results)
+    verdict = linear_gaussian_verdict(results)
+    if verdict is not None:
+        print(verdict)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -685,6 +685,7 @@ def run_compare(settings: CompareSettings, log: Log = _stderr) -> dict[str, Any]
     return {
         "rows": rows,
         "columns": columns,
+        "poe_modes": poe,
         "markdown": str(markdown),
         "csv": str(table),
         "plot": None if plot is None else str(plot),

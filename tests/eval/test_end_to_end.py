@@ -241,7 +241,8 @@ def test_compare_simulated_grid_writes_table_csv_and_plot(tmp_path: Path, capsys
         assert int(row["is_ll_n"]) == 2
     with Image.open(out / "compare.png") as image:
         assert image.width > 400
-    capsys.readouterr()
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "PoE mode: precision-weighted mean (poe_reference_bug off)" in printed
     assert main(args) == 0
     assert capsys.readouterr().err.count("reusing") == 8
 
