@@ -425,6 +425,8 @@ def format_summary(key: str, summary: Summary) -> str:
         scale, suffix, digits = 100.0, "%", 1
     elif key.startswith(("mcc", "rel_")):
         digits = 3
+    elif key.endswith("_se"):
+        digits = 4
     mean = f"{scale * summary.mean:.{digits}f}"
     if summary.n < 2:
         return mean + suffix
@@ -456,9 +458,12 @@ def summarize(
 
 
 def best_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]]) -> dict[str, int]:
-    """For each metric, the row with the best mean (for bold in the markdown)."""
+    """For each metric, the row with the best mean (for bold in the markdown); standard
+    errors are not ranked."""
     best = {}
     for key, _, higher in columns:
+        if key.endswith("_se"):
+            continue
         candidates = [(i, r[key].mean) for i, r in enumerate(rows) if r[key].n]
         means = {mean for _, mean in candidates}
         if len(candidates) > 1 and len(means) > 1:
@@ -495,7 +500,7 @@ def write_markdown(
         for name, value in (("modalities", settings.modalities), ("learning rate", settings.lr))
         if value is not None
     ]
-    lower = [label for _, label, higher in columns if not higher]
+    lower = [label for key, label, higher in columns if not higher and not key.endswith("_se")]
     notes = [
         f"Networks initialised with `init: {settings.init}`."
         + (" " + poe_mode(poe_modes[0]) + "." if len(poe_modes) == 1 else "")
