@@ -12,11 +12,18 @@ def masked_set_attention_reference(
 ) -> torch.Tensor:
     """Attention within each set with SPEC §3.6 masking.
 
-    q, k, v: [B, H, M, Dh]; mask: [B, M] bool. A score is kept where both the query and the
-    key are present and replaced by the dtype's most negative finite value otherwise, so a
-    present query never attends to an absent key, an absent query attends uniformly to all
-    keys (its output is ignored downstream), and an all-false set stays finite.
+    q, k, v: [B, H, M, Dh]; mask: [B, M] bool. The rows of absent elements are replaced by
+    zeros first (`torch.where`, so NaN or inf there never reaches the result or a gradient:
+    0 · NaN would be NaN). A score is kept where both the query and the key are present and
+    replaced by the dtype's most negative finite value otherwise, so a present query never
+    attends to an absent key, an absent query attends uniformly to all keys (its output, the
+    mean of the present values over M, is ignored downstream), and an all-false set stays
+    finite. Gradients into absent rows are exactly zero.
     """
+    present = mask[:, None, :, None]
+    q = torch.where(present, q, 0.0)
+    k = torch.where(present, k, 0.0)
+    v = torch.where(present, v, 0.0)
     scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     pair = mask[:, None, :, None] & mask[:, None, None, :]
     scores = torch.where(pair, scores, torch.finfo(scores.dtype).min)

@@ -6,7 +6,9 @@ Math, per set b and head h, with the set's presence mask m ∈ {0, 1}^M:
     o_i  = Σ_j softmax_j(s_i) v_j
 
 so a present query never attends to an absent key, an absent query attends uniformly to all
-M keys (finite garbage that downstream code excludes) and an all-false set stays finite. The
+M keys (finite garbage that downstream code excludes) and an all-false set stays finite.
+Absent rows of q, k and v are read as zeros (`tl.where`), so NaN or inf there reaches neither
+an output nor a gradient (0 · NaN = NaN), and their gradients are exactly zero. The
 pooled variant returns u = Σ_{i: m_i} o_i (a `where`, never a product with the mask); the
 two-mask variant evaluates two masks over the same q, k, v in one launch.
 
@@ -167,10 +169,12 @@ def _masked_set_attention_forward_kernel(
         v_j = tl.load(v_base + j * svm, mask=nd_ok, other=0.0).to(COMPUTE)
         s = tl.sum(q * k_j[:, None, :], axis=2) * inv_sqrt_d
         ka = tl.load(MASK_A + b * sab + j * sam, mask=n_ok, other=0) != 0
-        m_a, l_a, acc_a = _online_softmax_step(s, qa & ka[:, None], v_j, m_a, l_a, acc_a, FILL)
+        v_a = tl.where(ka[:, None], v_j, 0.0)
+        m_a, l_a, acc_a = _online_softmax_step(s, qa & ka[:, None], v_a, m_a, l_a, acc_a, FILL)
         if TWO_MASK:
             kb = tl.load(MASK_B + b * sbb + j * sbm, mask=n_ok, other=0) != 0
-            m_b, l_b, acc_b = _online_softmax_step(s, qb & kb[:, None], v_j, m_b, l_b, acc_b, FILL)
+            v_b = tl.where(kb[:, None], v_j, 0.0)
+            m_b, l_b, acc_b = _online_softmax_step(s, qb & kb[:, None], v_b, m_b, l_b, acc_b, FILL)
 
     # -- epilogue: normalise, pool over present queries or store per element ---------------
     out_a = acc_a / l_a[:, :, None]
@@ -291,17 +295,25 @@ def _masked_set_attention_backward_kernel(
         l_b = tl.zeros([BLOCK_N, BLOCK_M], COMPUTE)
         dd_b = tl.zeros([BLOCK_N, BLOCK_M], COMPUTE)
 
+    # Rows absent under every mask are read as zeros: their q never multiplies a zero dS.
+    if TWO_MASK:
+        q = tl.where((qa | qb)[:, :, None], q, 0.0)
+    else:
+        q = tl.where(qa[:, :, None], q, 0.0)
+
     # -- pass 1: softmax statistics and D_i = Σ_j P_ij (dO_i · v_j), recomputed -------------
     for j in range(M):
         k_j = tl.load(k_base + j * skm, mask=nd_ok, other=0.0).to(COMPUTE)
         v_j = tl.load(v_base + j * svm, mask=nd_ok, other=0.0).to(COMPUTE)
         s = tl.sum(q * k_j[:, None, :], axis=2) * inv_sqrt_d
         ka = tl.load(MASK_A + b * sab + j * sam, mask=n_ok, other=0) != 0
-        dp_a = tl.sum(do_a * v_j[:, None, :], axis=2)
+        v_a = tl.where(ka[:, None], v_j, 0.0)
+        dp_a = tl.sum(do_a * v_a[:, None, :], axis=2)
         m_a, l_a, dd_a = _online_stats_step(s, qa & ka[:, None], dp_a, m_a, l_a, dd_a, FILL)
         if TWO_MASK:
             kb = tl.load(MASK_B + b * sbb + j * sbm, mask=n_ok, other=0) != 0
-            dp_b = tl.sum(do_b * v_j[:, None, :], axis=2)
+            v_b = tl.where(kb[:, None], v_j, 0.0)
+            dp_b = tl.sum(do_b * v_b[:, None, :], axis=2)
             m_b, l_b, dd_b = _online_stats_step(s, qb & kb[:, None], dp_b, m_b, l_b, dd_b, FILL)
     inv_l_a = 1.0 / l_a
     dd_a = dd_a * inv_l_a
@@ -318,16 +330,19 @@ def _masked_set_attention_backward_kernel(
         ka = tl.load(MASK_A + b * sab + j * sam, mask=n_ok, other=0) != 0
         pair_a = qa & ka[:, None]
         p_a = tl.exp(tl.where(pair_a, s, FILL) - m_a) * inv_l_a
-        dp_a = tl.sum(do_a * v_j[:, None, :], axis=2)
+        dp_a = tl.sum(do_a * tl.where(ka[:, None], v_j, 0.0)[:, None, :], axis=2)
         ds = tl.where(pair_a, p_a * (dp_a - dd_a), 0.0)
-        dv_j = tl.sum(p_a[:, :, None] * do_a, axis=1)
+        dv_j = tl.where(ka[:, None], tl.sum(p_a[:, :, None] * do_a, axis=1), 0.0)
+        k_keep = ka
         if TWO_MASK:
             kb = tl.load(MASK_B + b * sbb + j * sbm, mask=n_ok, other=0) != 0
             pair_b = qb & kb[:, None]
             p_b = tl.exp(tl.where(pair_b, s, FILL) - m_b) * inv_l_b
-            dp_b = tl.sum(do_b * v_j[:, None, :], axis=2)
+            dp_b = tl.sum(do_b * tl.where(kb[:, None], v_j, 0.0)[:, None, :], axis=2)
             ds += tl.where(pair_b, p_b * (dp_b - dd_b), 0.0)
-            dv_j += tl.sum(p_b[:, :, None] * do_b, axis=1)
+            dv_j += tl.where(kb[:, None], tl.sum(p_b[:, :, None] * do_b, axis=1), 0.0)
+            k_keep = ka | kb
+        k_j = tl.where(k_keep[:, None], k_j, 0.0)
         ds = ds * inv_sqrt_d
         dk_j = tl.sum(ds[:, :, None] * q, axis=1)
         dq += ds[:, :, None] * k_j[:, None, :]

@@ -30,7 +30,11 @@ class PriorConfig:
 
 @dataclass
 class ModelSection:
-    """The VAE: aggregator, objective, latent size, prior, β and importance samples."""
+    """The VAE: aggregator, objective, latent size, prior, β and importance samples.
+
+    `init`: `flax` (default) gives every network LeCun-normal weights and zero biases, as
+    the paper's Flax code; `torch` keeps PyTorch's layer defaults (`mmtrain.nets.initialise`).
+    """
 
     aggregator: str = "sum_pooling"
     aggregator_options: dict[str, Any] = field(default_factory=dict)
@@ -45,6 +49,7 @@ class ModelSection:
     min_scale: float = 5e-4
     posterior_family: Literal["normal", "laplace"] = "normal"
     reconstruction_weights: dict[str, float] = field(default_factory=dict)
+    init: Literal["flax", "torch"] = "flax"
 
 
 @dataclass

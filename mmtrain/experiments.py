@@ -17,7 +17,8 @@ from mmtrain import metrics, simulations
 from mmtrain.errors import ConfigError
 from mmtrain.masks import SUBSET_MODES
 from mmtrain.model import Batch, MultiModalVAE
-from mmtrain.objectives import importance_log_likelihood
+from mmtrain.nets import check_init_scheme, initialise
+from mmtrain.objectives import combined_stderr, importance_sampling, objective_key
 from mmtrain.optim import GRADIENT_MODES, build_optimizer, postprocess_gradients
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, MODALITIES, OBJECTIVES, plugins_of, provenance
@@ -53,6 +54,7 @@ class ExperimentSettings:
     poe_reference_bug: bool = False
     num_examples: int | None = None
     kernel_backend: str | None = None
+    init: str = "flax"
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -111,6 +113,7 @@ class ExperimentSettings:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
         if self.gradient_mode not in GRADIENT_MODES:
             raise ConfigError(f"gradient mode must be one of {GRADIENT_MODES}")
+        check_init_scheme(self.init)
         if self.subset_mode not in SUBSET_MODES:
             raise ConfigError(f"subset mode must be one of {SUBSET_MODES}")
         if self.experiment == "linear-gaussian" and self.modalities < 1:
@@ -169,7 +172,7 @@ def make_data(settings: ExperimentSettings) -> ExperimentData:
 
 
 def build_model(settings: ExperimentSettings, data: ExperimentData) -> MultiModalVAE:
-    """The architecture of each script (SPEC §4.1–4.3)."""
+    """The architecture of each script (SPEC §4.1–4.3), initialised with `settings.init`."""
     aggregator_cls = AGGREGATORS.get(settings.aggregator)
     experiment = settings.experiment
     if experiment == "linear-gaussian":
@@ -223,7 +226,7 @@ def build_model(settings: ExperimentSettings, data: ExperimentData) -> MultiModa
         **aggregator_options,
     )
     prior = build_prior(latent_dim, settings.num_components, settings.family)
-    return MultiModalVAE(modalities, aggregator, prior)
+    return initialise(MultiModalVAE(modalities, aggregator, prior), settings.init)
 
 
 def epoch_batches(
@@ -276,8 +279,9 @@ def train_model(
             steps_done += 1
             logged = out.logged()
             running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in logged.items()}
-            if steps_done % 10 == 0 or steps_done == settings.steps:
-                bar.set_postfix(bound=f"{running['bound']:.2f}")
+            shown = running.get(objective_key(settings.objective))
+            if shown is not None and (steps_done % 10 == 0 or steps_done == settings.steps):
+                bar.set_postfix(objective=f"{shown:.2f}")
             bar.update(1)
             if steps_done >= settings.steps:
                 break
@@ -292,12 +296,17 @@ def train_model(
 
 
 @torch.no_grad()
-def bound_estimate(model: MultiModalVAE, data: Batch, settings: ExperimentSettings) -> float:
-    """Per-example bound with a random S and L = 1 over every full batch of `data`."""
+def objective_estimate(
+    model: MultiModalVAE, data: Batch, settings: ExperimentSettings
+) -> dict[str, float]:
+    """Per-example training objective (`masked_objective` or `mixture_objective`) with a
+    random S and L = 1, and the ELBO of q(z|x) (β = 1), over every full batch of `data`.
+    Reconstruction weights are 1, as in every evaluation."""
     objective = OBJECTIVES.get(settings.objective)
     generator = torch.Generator().manual_seed(settings.seed + 17)
     batch_size = min(settings.batch_size, data.size)
-    total, count = 0.0, 0
+    value, elbo, count = 0.0, 0.0, 0
+    elbo_missing = False
     for index in epoch_batches(data.size, batch_size, generator):
         out = objective(
             model,
@@ -305,10 +314,19 @@ def bound_estimate(model: MultiModalVAE, data: Batch, settings: ExperimentSettin
             samples=1,
             beta=settings.beta,
             subset_mode=settings.subset_mode,
+            reconstruction_weights=False,
+            elbo=True,
         )
-        total += float(out.per_example.sum())
+        value += float(out.per_example.sum())
+        if out.elbo is None:
+            elbo_missing = True
+        else:
+            elbo += float(out.elbo.sum())
         count += len(index)
-    return total / count
+    result = {objective_key(settings.objective): value / count}
+    if not elbo_missing:
+        result["elbo"] = elbo / count
+    return result
 
 
 @torch.no_grad()
@@ -318,17 +336,19 @@ def is_log_likelihood(
     num_samples: int,
     batch_size: int,
     mask: torch.Tensor | None = None,
-) -> float:
-    """Per-example importance-sampled log-likelihood over every full batch (SPEC §4.4)."""
-    total, count = 0.0, 0
+) -> tuple[float, float]:
+    """Per-example importance-sampled log-likelihood over every full batch (SPEC §4.4) and
+    its Monte-Carlo standard error (`objectives.ImportanceEstimate`)."""
+    estimates, errors = [], []
     batch_size = min(batch_size, data.size)
     for start in range(0, data.size - batch_size + 1, batch_size):
         index = torch.arange(start, start + batch_size)
         sub_mask = None if mask is None else mask[index]
-        values = importance_log_likelihood(model, take(data, index), num_samples, sub_mask)
-        total += float(values.sum())
-        count += batch_size
-    return total / count
+        estimate = importance_sampling(model, take(data, index), num_samples, sub_mask)
+        estimates.append(estimate.log_likelihood)
+        errors.append(estimate.stderr)
+    values = torch.cat(estimates)
+    return float(values.double().mean()), combined_stderr(torch.cat(errors))
 
 
 @torch.no_grad()
@@ -338,31 +358,38 @@ def posterior_sample(model: MultiModalVAE, data: Batch, mask: torch.Tensor | Non
     return q.rsample(1)[0].numpy()
 
 
+def mcc(sources: np.ndarray, latents: np.ndarray, settings: ExperimentSettings) -> dict[str, float]:
+    """The four MCC values with `cca_dim = 1` on the rows in a seeded random order, as the
+    reference scripts permute rows before splitting them into halves."""
+    return metrics.compute_mcc_permuted(sources, latents, 1, settings.seed).as_dict()
+
+
 def linear_metrics(model: MultiModalVAE, data: ExperimentData, beta: float) -> dict[str, float]:
-    """Exact log-likelihoods of the learned, PPCA-MLE and true linear models (per example)."""
+    """Exact log-likelihoods of the learned, PPCA-MLE and true linear models (per example).
+
+    `exact_ll`: the learned model's own marginal, x ~ N(b, W Wᵀ + diag σ²) with the decoders'
+    variances σ² = (min_scale + exp(log_scale))². `exact_ll_reference_quirk`: the reference
+    scripts' number, the same W and b with the PPCA noise variance σ̃² in place of the
+    decoders' (not the model's likelihood; kept for comparison with the paper). `true_ll`:
+    the generating W, b and noise variance. `mle_ll`: the PPCA maximum-likelihood fit.
+    """
+    from mmtrain.evaluation.simulated import linear_parameters
+
     linear = data.linear
     assert linear is not None
     x = np.concatenate(linear.x, axis=1)
     n = x.shape[0]
     fit = metrics.ppca_mle(x, linear.latent_dim, beta)
-    weights = np.concatenate(
-        [
-            model.modalities[name].decoder.weight.detach().double().numpy()
-            for name in model.modality_names
-        ]
-    )
-    biases = np.concatenate(
-        [
-            model.modalities[name].decoder.bias.detach().double().numpy()
-            for name in model.modality_names
-        ]
-    )
-    exact = metrics.linear_gaussian_log_likelihood(x, weights, biases, fit.noise_var)
+    weights, biases, variances = linear_parameters(model)
+    covariance = weights @ weights.T + np.diag(variances)
+    exact = float(np.sum(metrics.gaussian_log_likelihood(x, biases, covariance)))
+    quirk = metrics.linear_gaussian_log_likelihood(x, weights, biases, fit.noise_var)
     true = metrics.linear_gaussian_log_likelihood(
-        x, np.concatenate(linear.loadings), np.concatenate(linear.offsets), fit.noise_var
+        x, np.concatenate(linear.loadings), np.concatenate(linear.offsets), linear.noise_std**2
     )
     return {
         "exact_ll": exact / n,
+        "exact_ll_reference_quirk": quirk / n,
         "mle_ll": fit.log_likelihood / n,
         "true_ll": true / n,
         "noise_var_mle": float(fit.noise_var),
@@ -377,26 +404,29 @@ def evaluate(
     results: dict[str, object] = {}
     if settings.experiment == "linear-gaussian":
         results |= linear_metrics(model, data, settings.beta)
-    results["bound"] = bound_estimate(model, data.train, settings)
+    estimates = objective_estimate(model, data.train, settings)
+    results |= estimates
     if "exact_ll" in results:
         exact = float(results["exact_ll"])  # type: ignore[arg-type]
-        results["rel_model_gap"] = (float(results["mle_ll"]) - exact) / abs(  # type: ignore[arg-type]
-            float(results["mle_ll"])  # type: ignore[arg-type]
-        )
-        results["rel_bound_gap"] = (exact - float(results["bound"])) / abs(exact)  # type: ignore[arg-type]
-    results["is_ll"] = is_log_likelihood(
+        mle = float(results["mle_ll"])  # type: ignore[arg-type]
+        results["rel_model_gap"] = (mle - exact) / abs(mle)
+        objective = estimates[objective_key(settings.objective)]
+        results["rel_objective_gap"] = (exact - objective) / abs(exact)
+        if "elbo" in estimates:
+            results["rel_elbo_gap"] = (exact - estimates["elbo"]) / abs(exact)
+    results["is_ll"], results["is_ll_se"] = is_log_likelihood(
         model, data.train, settings.is_samples, settings.batch_size
     )
     if settings.experiment == "ivae-bimodal":
         z = posterior_sample(model, data.train)
-        results["mcc"] = metrics.compute_mcc(data.sources_train, z, 1, settings.seed).as_dict()
+        results["mcc"] = mcc(data.sources_train, z, settings)  # type: ignore[arg-type]
     if settings.experiment == "ivae-multimodal":
         assert data.test is not None
-        results["is_ll_test"] = is_log_likelihood(
+        results["is_ll_test"], results["is_ll_test_se"] = is_log_likelihood(
             model, data.test, settings.is_samples, settings.batch_size
         )
         z = posterior_sample(model, data.test)
-        results["mcc"] = metrics.compute_mcc(data.sources_test, z, 1, settings.seed).as_dict()
+        results["mcc"] = mcc(data.sources_test, z, settings)  # type: ignore[arg-type]
         pairs: dict[str, object] = {}
         names = model.modality_names
         for a, b in itertools.combinations(range(len(names)), 2):
@@ -406,15 +436,24 @@ def evaluate(
             empty_rows = int((~subset.any(1)).sum())
             z_pair = posterior_sample(model, data.test, mask)
             pairs[f"{names[a]}+{names[b]}"] = {
-                **metrics.compute_mcc(data.sources_test, z_pair, 1, settings.seed).as_dict(),
+                **mcc(data.sources_test, z_pair, settings),  # type: ignore[arg-type]
                 "rows_with_no_observed_modality": empty_rows,
             }
         results["mcc_pairs"] = pairs
     return results
 
 
-def run_experiment(settings: ExperimentSettings, progress: bool = True) -> dict[str, object]:
-    """Generate data, build the model, train, evaluate; return the JSON-ready result."""
+@dataclass
+class TrainedExperiment:
+    """A trained model with its data and the training loop's timing and last terms."""
+
+    model: MultiModalVAE
+    data: ExperimentData
+    training: dict[str, float]
+
+
+def train_experiment(settings: ExperimentSettings, progress: bool = True) -> TrainedExperiment:
+    """Generate data, build the model and train it (seeded by `settings.seed`)."""
     from mmtrain import ops
 
     settings.validate()
@@ -423,7 +462,14 @@ def run_experiment(settings: ExperimentSettings, progress: bool = True) -> dict[
     data = make_data(settings)
     model = build_model(settings, data)
     training = train_model(model, data.train, settings, progress)
-    results = evaluate(model, data, settings)
+    return TrainedExperiment(model, data, training)
+
+
+def run_experiment(settings: ExperimentSettings, progress: bool = True) -> dict[str, object]:
+    """Generate data, build the model, train, evaluate; return the JSON-ready result."""
+    trained = train_experiment(settings, progress)
+    model, training = trained.model, trained.training
+    results = evaluate(model, trained.data, settings)
     return {
         **results,
         "steps": settings.steps,

@@ -156,7 +156,8 @@ def compute_mcc(
 ) -> MCCResult:
     """MCC between true sources and latents `[N, d]` as in the reference `mcc.py` (§4.5).
 
-    Rows are split into halves I (first N//2) and O (next N//2). strong_out: Pearson, pairing
+    Rows are split into halves I (first N//2) and O (next N//2) in the order given; for
+    data stored in a meaningful order use `compute_mcc_permuted`. strong_out: Pearson, pairing
     fitted on I and scored on O; strong_in: RDC on I; weak_in / weak_out: RDC between the
     `cca_dim` canonical variates of a CCA fitted on I, evaluated on I / O.
     """
@@ -186,6 +187,25 @@ def compute_mcc(
         weak_out = mean_corr_coef(*cca.transform(s_out, z_out), method="rdc", rng=rng)
         weak_in = mean_corr_coef(*cca.transform(s_in, z_in), method="rdc", rng=rng)
     return MCCResult(weak_in=weak_in, weak_out=weak_out, strong_in=strong_in, strong_out=strong_out)
+
+
+def compute_mcc_permuted(
+    sources: np.ndarray, latents: np.ndarray, cca_dim: int = 1, seed: int = 0
+) -> MCCResult:
+    """`compute_mcc` on the rows in a random order drawn from `seed` (the same order for
+    sources and latents).
+
+    `compute_mcc` splits the rows in the order given. Data stored by segment (the multimodal
+    iVAE test split in faithful mode) would then fit the pairing and the CCA on some segments
+    and score them on others. The reference scripts permute the rows (`perms` of their
+    `generate()`) before computing MCC; every MCC that mmtrain reports goes through here.
+    """
+    sources = np.asarray(sources, dtype=np.float64)
+    latents = np.asarray(latents, dtype=np.float64)
+    if sources.ndim == 2 and latents.ndim == 2 and sources.shape[0] == latents.shape[0]:
+        order = np.random.default_rng([seed, 1]).permutation(sources.shape[0])
+        sources, latents = sources[order], latents[order]
+    return compute_mcc(sources, latents, cca_dim, seed)
 
 
 def _abs_corr(x: np.ndarray, y: np.ndarray, method: str, rng: RandomSource) -> np.ndarray:

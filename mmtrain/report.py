@@ -9,35 +9,85 @@ from rich.table import Table
 
 LABELS = {
     "exact_ll": "exact log-lik. of the learned model",
+    "exact_ll_reference_quirk": "same W, b with PPCA noise σ̃² (reference quirk)",
     "mle_ll": "PPCA MLE log-likelihood",
     "true_ll": "true-parameter log-likelihood",
-    "bound": "variational bound (random S, L=1)",
+    "masked_objective": "masked objective (random S, L=1; not a bound)",
+    "mixture_objective": "mixture objective (random S, L=1; a lower bound)",
+    "elbo": "ELBO of q(z|x) (a lower bound)",
     "is_ll": "importance-sampled log-likelihood",
     "is_ll_test": "importance-sampled log-lik. (test)",
     "rel_model_gap": "relative model gap (MLE − exact)/|MLE|",
-    "rel_bound_gap": "relative bound gap (exact − bound)/|exact|",
+    "rel_objective_gap": "relative objective gap (exact − objective)/|exact|",
+    "rel_elbo_gap": "relative ELBO gap (exact − ELBO)/|exact|",
     "steps": "optimiser steps",
     "seconds": "training seconds",
     "steps_per_second": "steps per second",
 }
+
+#: keys shown as "value ± Monte-Carlo standard error"
+STANDARD_ERRORS = {"is_ll": "is_ll_se", "is_ll_test": "is_ll_test_se"}
+
+
+def poe_mode(poe_reference_bug: object) -> str:
+    """How a PoE model combined its experts, for table captions."""
+    if poe_reference_bug:
+        return "PoE mode: the reference code's mean Σ μ_s v_s / P (poe_reference_bug on)"
+    return "PoE mode: precision-weighted mean (poe_reference_bug off)"
 
 
 def experiment_table(results: Mapping[str, object], console: Console | None = None) -> None:
     console = console or Console()
     settings = results.get("settings", {})
     title = "{experiment}: {aggregator} + {objective}".format(**settings)  # type: ignore[arg-type]
-    table = Table(title=title + " (per example)", show_header=True, header_style="bold")
+    caption = None
+    if isinstance(settings, Mapping) and settings.get("aggregator") == "poe":
+        caption = poe_mode(settings.get("poe_reference_bug"))
+    table = Table(
+        title=title + " (per example)", caption=caption, show_header=True, header_style="bold"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in LABELS.items():
         if key in results:
             value = results[key]
-            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
+            text = f"{value:.4f}" if isinstance(value, float) else str(value)
+            error = results.get(STANDARD_ERRORS.get(key, ""))
+            if isinstance(error, float):
+                text += f" ± {error:.4f}"
+            table.add_row(label, text)
     mcc = results.get("mcc")
     if isinstance(mcc, Mapping):
         for key, value in mcc.items():
             table.add_row(f"MCC {key.replace('_', '-')}", f"{value:.4f}")
     console.print(table)
+
+
+def linear_gaussian_verdict(results: Mapping[str, object]) -> str | None:
+    """One line comparing the training objective and the ELBO with the exact log-likelihood
+    of a linear-Gaussian run (None when the results have no exact log-likelihood), e.g.
+    `exact −117.80, masked objective −117.78, ELBO −117.90: the objective is 0.02 nats
+    above the exact log-likelihood (not a bound), the ELBO 0.10 below (a bound)`."""
+    exact = results.get("exact_ll")
+    settings = results.get("settings", {})
+    name = settings.get("objective") if isinstance(settings, Mapping) else None
+    value = results.get(f"{name}_objective")
+    if not isinstance(exact, float) or not isinstance(value, float):
+        return None
+    gap = value - exact
+    side = "above" if gap > 0 else "below"
+    kind = "not a bound" if name == "masked" else "a bound" if name == "mixture" else name
+    line = f"exact {exact:.2f}, {name} objective {value:.2f}"
+    elbo = results.get("elbo")
+    if isinstance(elbo, float):
+        line += f", ELBO {elbo:.2f}"
+    line += f": the objective is {abs(gap):.2f} nats {side} the exact log-likelihood ({kind})"
+    if isinstance(elbo, float):
+        line += f", the ELBO {exact - elbo:.2f} below (a bound)"
+    mle = results.get("mle_ll")
+    if isinstance(mle, float):
+        line += f"; the model is {mle - exact:.2f} nats below the PPCA maximum likelihood"
+    return line
 
 
 def training_summary(result: Mapping[str, object], console: Console | None = None) -> None:
@@ -50,12 +100,17 @@ def training_summary(result: Mapping[str, object], console: Console | None = Non
         ("optimiser steps", "steps"),
         ("processes", "world_size"),
         ("training seconds", "seconds"),
-        ("train bound (last window)", "train/bound"),
+        ("train masked objective (last window)", "train/masked_objective"),
+        ("train mixture objective (last window)", "train/mixture_objective"),
+        ("train ELBO (last window)", "train/elbo"),
         ("train loss (last window)", "train/loss"),
         ("steps per second", "train/steps_per_second"),
         ("examples per second", "train/examples_per_second"),
-        ("held-out bound", "eval/bound"),
+        ("held-out masked objective", "eval/masked_objective"),
+        ("held-out mixture objective", "eval/mixture_objective"),
+        ("held-out ELBO", "eval/elbo"),
         ("held-out importance-sampled log-lik.", "eval/is_ll"),
+        ("  its Monte-Carlo standard error", "eval/is_ll_se"),
         ("skipped non-finite steps", "nan_skipped_steps"),
     ]
     for label, key in rows:
@@ -102,9 +157,11 @@ def markdown_table(
 #: headline numbers of `mmtrain eval`, in display order, with their labels
 EVAL_LABELS = {
     "joint_ll": "joint log-likelihood log p̂(x), all modalities",
+    "joint_ll_mc_se": "  its Monte-Carlo standard error",
     "observed_ll": "log-likelihood of the observed modalities",
-    "exact_ll_model": "exact log-likelihood (decoder noise)",
-    "exact_ll": "exact log-likelihood (PPCA noise σ̃², as the reference)",
+    "observed_ll_mc_se": "  its Monte-Carlo standard error",
+    "exact_ll": "exact log-likelihood of the model",
+    "exact_ll_reference_quirk": "same W, b with PPCA noise σ̃² (reference quirk)",
     "mle_ll": "PPCA maximum-likelihood log-likelihood",
     "rel_model_gap": "relative model gap (MLE − exact)/|MLE|",
     "cross_coherence": "cross-generation coherence (mean over S → j, j ∉ S)",
@@ -146,7 +203,10 @@ def eval_table(results: Mapping[str, object], console: Console | None = None) ->
     console = console or Console()
     model = results.get("model", {})
     title = "evaluation: {aggregator} + {objective}".format(**model)  # type: ignore[arg-type]
-    table = Table(title=title + " (per example)", header_style="bold")
+    caption = None
+    if isinstance(model, Mapping) and model.get("aggregator") == "poe":
+        caption = poe_mode(model.get("poe_reference_bug"))
+    table = Table(title=title + " (per example)", caption=caption, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     summary = results.get("summary", {})
@@ -160,12 +220,16 @@ def eval_table(results: Mapping[str, object], console: Console | None = None) ->
 
 
 def compare_table(
-    rows: list[dict[str, object]], metrics: list[tuple[str, str]], console: Console | None = None
+    rows: list[dict[str, object]],
+    metrics: list[tuple[str, str]],
+    console: Console | None = None,
+    poe_modes: list[bool] | None = None,
 ) -> None:
     """`mmtrain compare`'s table in the terminal: one row per aggregator × objective, each
-    metric as mean ± std over seeds."""
+    metric as mean ± std over seeds; the caption gives the PoE mode of the PoE rows."""
     console = console or Console()
-    table = Table(title="comparison (mean ± std over seeds)", header_style="bold")
+    caption = "; ".join(poe_mode(mode) for mode in poe_modes or []) or None
+    table = Table(title="comparison (mean ± std over seeds)", caption=caption, header_style="bold")
     table.add_column("aggregator")
     table.add_column("objective")
     table.add_column("seeds", justify="right")

@@ -152,14 +152,14 @@ def check_aggregator(
     num_components: int = 1,
     family: str = "normal",
     batch_size: int = 6,
-    nonfinite_masked_rows: bool = False,
     **options: object,
 ) -> Report:
     """Check an aggregator class (or registered name) built with `options`.
 
     Checks: the output distribution's shapes; invariance to permutations of the modality
-    axis; blindness to masked rows (filled with large values, and NaN/inf too with
-    `nonfinite_masked_rows=True`); that present rows matter; a finite, data-independent
+    axis; blindness to masked rows (filled with large values, NaN, +inf and −inf: the
+    posterior's log-density at fixed points and its mean must not change, with `forward`
+    and `forward_pair` alike); that present rows matter; a finite, data-independent
     posterior for the empty set; `forward_pair` equals two `forward` calls; a finite non-zero
     gradient for every parameter; float32 and bfloat16 against float64, and CUDA when
     available; a state-dict round trip through safetensors.
@@ -172,7 +172,6 @@ def check_aggregator(
             num_components,
             family,
             batch_size,
-            nonfinite_masked_rows,
             options,
         )
 
@@ -184,7 +183,6 @@ def _check_aggregator(
     num_components: int,
     family: str,
     batch_size: int,
-    nonfinite_masked_rows: bool,
     options: dict[str, object],
 ) -> Report:
     cls = AGGREGATORS.get(aggregator) if isinstance(aggregator, str) else aggregator
@@ -244,15 +242,35 @@ def _check_aggregator(
             )
 
     with checks.check("blind to masked rows"):
-        fills = [1e3 * torch.randn(*shape, generator=gen, dtype=torch.float64)]
-        if nonfinite_masked_rows:
-            fills += [torch.full(shape, float("nan")), torch.full(shape, float("inf"))]
-        for fill in fills:
-            changed = density(agg, torch.where(mask[..., None], h, fill.double()), mask)
+        fills = {
+            "large values": 1e3 * torch.randn(*shape, generator=gen, dtype=torch.float64),
+            "NaN": torch.full(shape, float("nan"), dtype=torch.float64),
+            "+inf": torch.full(shape, float("inf"), dtype=torch.float64),
+            "-inf": torch.full(shape, float("-inf"), dtype=torch.float64),
+        }
+        reference_mean = agg(h, mask, prior).mean.detach()
+        # A random subset that keeps each row's first present modality (the empty set has
+        # its own check).
+        subset = mask & ((torch.rand(mask.shape, generator=gen) < 0.5) | (mask.cumsum(-1) == 1))
+        pair_reference = [q.log_prob(z).detach() for q in agg.forward_pair(h, mask, subset, prior)]
+        for what, fill in fills.items():
+            filled = torch.where(mask[..., None], h, fill)
+            q_filled = agg(filled, mask, prior)
+            changed = q_filled.log_prob(z)
             assert _close(changed, reference, 1e-7, 1e-7), (
                 f"log q(z|x_S) changed by {_max_diff(changed, reference):.3g} when the features "
-                "of masked modalities changed"
+                f"of masked modalities were {what}"
             )
+            assert _close(q_filled.mean, reference_mean, 1e-7, 1e-7), (
+                f"the mean of q(z|x_S) changed by {_max_diff(q_filled.mean, reference_mean):.3g}"
+                f" when the features of masked modalities were {what}"
+            )
+            pair = [q.log_prob(z) for q in agg.forward_pair(filled, mask, subset, prior)]
+            for label, got, want in zip(("full", "subset"), pair, pair_reference):
+                assert _close(got, want, 1e-7, 1e-7), (
+                    f"forward_pair's {label} posterior changed by {_max_diff(got, want):.3g} "
+                    f"when the features of masked modalities were {what}"
+                )
 
     with checks.check("uses present rows"):
         moved = density(agg, torch.where(mask[..., None], h + 1.0, h), mask)

@@ -36,6 +36,30 @@ def test_experiment_writes_json(tmp_path: Path) -> None:
     assert result["settings"]["num_components"] == 5
 
 
+def test_linear_gaussian_run_prints_table_se_poe_mode_and_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lg.json"
+    argv = ["experiment", "linear-gaussian", "--modalities", "2", "--aggregator", "poe"]
+    argv += ["--steps", "3", "--num-examples", "600", "--is-samples", "8", "--init", "torch"]
+    assert main([*argv, "--quiet", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["settings"]["init"] == "torch"
+    assert "poe_reference_bug off" in printed
+    assert f"{result['is_ll']:.4f} ± {result['is_ll_se']:.4f}" in printed
+    verdict = [line for line in printed.splitlines() if line.startswith("exact ")]
+    assert verdict == [
+        f"exact {result['exact_ll']:.2f}, masked objective {result['masked_objective']:.2f}, "
+        f"ELBO {result['elbo']:.2f}: the objective is "
+        f"{abs(result['masked_objective'] - result['exact_ll']):.2f} nats "
+        f"{'above' if result['masked_objective'] > result['exact_ll'] else 'below'} the exact "
+        f"log-likelihood (not a bound), the ELBO {result['exact_ll'] - result['elbo']:.2f} "
+        f"below (a bound); the model is {result['mle_ll'] - result['exact_ll']:.2f} nats "
+        "below the PPCA maximum likelihood"
+    ]
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
@@ -48,6 +72,7 @@ def test_experiment_writes_json(tmp_path: Path) -> None:
         (["experiment", "ivae-bimodal", "--aggregator", "poe"], "single-component prior"),
         (["experiment", "linear-gaussian", "--batch-size", "0"], "batch-size must be at least 1"),
         (["experiment", "linear-gaussian", "--lr", "-1"], "learning rate must be positive"),
+        (["experiment", "linear-gaussian", "--init", "jax"], "invalid choice"),
     ],
 )
 def test_errors_are_short_with_status_2(

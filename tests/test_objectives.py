@@ -174,7 +174,10 @@ def test_objective_terms_and_loss(objective) -> None:
     assert torch.isfinite(out.loss)
     for value in out.terms.values():
         assert value.shape == (3, 5)
-    assert out.loss.item() == pytest.approx(-out.per_example.sum().item())
+    # Training loss: −Σ_b logsumexp_l J (no −log L); reported value: logsumexp − log L.
+    assert out.loss.item() == pytest.approx(-(out.per_example + math.log(3)).sum().item())
+    value = out.logged()[f"{out.objective}_objective"]
+    assert value == pytest.approx(out.per_example.mean().item())
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -187,3 +190,99 @@ def test_full_subset_makes_conditional_term_zero() -> None:
     out = masked_objective(model, batch, subset_mask=batch.avail.clone())
     assert torch.allclose(out.terms["Q_SF"], out.terms["Q_F"])
     assert torch.all(out.terms["R_comp"] == 0)
+
+
+def test_reported_objective_is_average_for_one_sample_and_subtracts_log_l() -> None:
+    """With L samples the reported value is logsumexp_l J − log L: for L = 1 the value itself,
+    and for L > 1 never above the largest J nor below the mean J (Jensen)."""
+    from tests.helpers import random_batch
+
+    model = tiny_model()
+    batch = random_batch(model, 6, seed=4)
+    torch.manual_seed(0)
+    subset = batch.avail & torch.tensor([True, False, True])
+    single = masked_objective(model, batch, samples=1, subset_mask=subset)
+    assert single.loss.item() == pytest.approx(-single.per_example.sum().item())
+    many = masked_objective(model, batch, samples=8, subset_mask=subset)
+    j = (
+        sum(
+            many.terms[name] * sign
+            for name, sign in (("R_marg", 1), ("P_S", 1), ("Q_S", -1), ("R_comp", 1), ("Q_SF", 1))
+        )
+        - many.terms["Q_F"]
+    )
+    assert torch.allclose(many.per_example, torch.logsumexp(j, 0) - math.log(8))
+    assert (many.per_example <= j.max(0).values + 1e-9).all()
+    assert (many.per_example >= j.mean(0) - 1e-9).all()
+
+
+@pytest.mark.parametrize("z", [-1.0, 0.2, 2.5])
+def test_elbo_equals_log_evidence_for_exact_posterior(z: float) -> None:
+    """With q(z|x) = p(z|x), every single-sample ELBO is log p(x) (paper toy numbers)."""
+    _, terms = bound_terms(
+        "masked",
+        torch.tensor([[[0.4]]]),
+        torch.tensor([[[z]]]),
+        exact_posterior((0, 1)),
+        exact_posterior((0,)),
+        FixedPrior(1).log_prob,
+        toy_reconstruct,
+        torch.ones(1, 2, dtype=torch.bool),
+        torch.tensor([[True, False]]),
+        torch.tensor([0.5, 3.0]),  # reconstruction weights do not enter the ELBO
+    )
+    assert terms["elbo"].item() == pytest.approx(LOG_P_X, abs=1e-9)
+    assert not terms["elbo"].requires_grad
+
+
+def test_elbo_gap_is_kl_to_posterior() -> None:
+    """For q(z|x) ≠ p(z|x) the mean ELBO is log p(x) − KL(q ‖ p(z|x)) < log p(x): checked
+    against the closed form within Monte-Carlo error."""
+    full = exact_posterior((0, 1))
+    q = Diagonal(full.loc + 0.3, full.log_scale + 0.4, "normal", 0.0)
+    torch.manual_seed(1)
+    z_full = q.rsample(20000)[:, None, :]
+    _, terms = bound_terms(
+        "masked",
+        torch.zeros(20000, 1, 1),
+        z_full,
+        q,
+        exact_posterior((0,)),
+        FixedPrior(1).log_prob,
+        toy_reconstruct,
+        torch.ones(1, 2, dtype=torch.bool),
+        torch.tensor([[True, False]]),
+        torch.ones(2),
+    )
+    elbo = terms["elbo"][:, 0]
+    gap = kl_normal(q.loc.item(), q.scale.item() ** 2, full.loc.item(), full.scale.item() ** 2)
+    stderr = elbo.std().item() / math.sqrt(elbo.numel())
+    assert gap > 0.05
+    assert elbo.mean().item() == pytest.approx(LOG_P_X - gap, abs=4 * stderr)
+
+
+def test_model_elbo_below_exact_log_likelihood() -> None:
+    """A (randomly initialised) linear-Gaussian model: the mean ELBO of both objectives is
+    below the exact log p(x) of the model, and the two estimate the same quantity."""
+    from mmtrain.evaluation.simulated import exact_subset_log_likelihood, is_linear_gaussian
+    from mmtrain.evaluation.subsets import Subset
+    from tests.helpers import random_batch
+
+    model = tiny_model()
+    assert is_linear_gaussian(model)
+    batch = random_batch(model, 4, seed=5, avail_prob=1.0)
+    every = Subset(tuple(range(model.num_modalities)), tuple(model.modality_names))
+    exact = exact_subset_log_likelihood(model, batch, every)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        masked = masked_objective(model, batch, samples=4000)
+        mixture = mixture_objective(model, batch, samples=4000, elbo=True)
+        mixture_default = mixture_objective(model, batch, samples=2)
+    assert mixture_default.elbo is None and "elbo" not in mixture_default.logged()
+    masked_elbo = masked.elbo
+    assert masked_elbo is not None and mixture.elbo is not None
+    assert masked_elbo.shape == (4,)
+    assert (masked_elbo < exact - 0.01).all()
+    assert (mixture.elbo < exact - 0.01).all()
+    assert torch.allclose(masked_elbo, mixture.elbo, atol=0.2)
+    assert masked.logged()["elbo"] == pytest.approx(masked_elbo.mean().item())

@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train and evaluate every aggregator × objective × seed, then write "
         "OUT/compare.md, OUT/compare.csv and OUT/compare.png (mean ± std over seeds). The "
         "simulated experiments report their scripts' metrics (exact and IS log-likelihoods, "
-        "bound, MCC); digits (or --config) trains with the training loop and reports "
+        "training objective, ELBO, MCC); digits (or --config) trains with the training loop and reports "
         "`mmtrain eval`'s metrics. Finished runs are kept under OUT/cells and reused.",
     )
     p.add_argument("--experiment", required=True, metavar="{" + ",".join(names) + "}")
@@ -33,6 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="learning rate of the simulated experiments")
     p.add_argument("--out", type=Path, help="output directory (default runs/compare-NAME)")
     p.add_argument("--is-samples", type=int, help="importance samples for log-likelihoods")
+    p.add_argument(
+        "--init",
+        choices=["flax", "torch"],
+        default="flax",
+        help="network initialisation: flax (default; LeCun normal, zero biases) or torch",
+    )
     p.add_argument(
         "--config",
         type=Path,
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         out=args.out or Path("runs") / f"compare-{args.experiment}",
         is_samples=args.is_samples,
+        init=args.init,
         config=args.config,
         overrides=list(args.overrides),
         eval_options=EvalOptions(
@@ -93,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         }
         for row in outcome["rows"]
     ]
-    compare_table(rows, [(key, label) for key, label, _ in outcome["columns"]])
+    compare_table(
+        rows,
+        [(key, label) for key, label, _ in outcome["columns"]],
+        poe_modes=outcome["poe_modes"],
+    )
     print(json.dumps({k: outcome[k] for k in ("markdown", "csv", "plot")}))
     return 0

@@ -27,31 +27,42 @@ from mmtrain.config import TrainConfig, config_from_dict, load_config
 from mmtrain.errors import ConfigError
 from mmtrain.evaluation.runner import EvalOptions, _finite, evaluate_checkpoint
 from mmtrain.experiments import EXPERIMENTS, ExperimentSettings, run_experiment
+from mmtrain.nets import check_init_scheme
 from mmtrain.registry import AGGREGATORS, OBJECTIVES
 
 #: experiments run through the training loop and `mmtrain eval`
 TRAINED = ("digits",)
 
 #: (metric key, column label, higher is better) per simulated experiment
+_OBJECTIVES = [
+    ("masked_objective", "masked objective", True),
+    ("mixture_objective", "mixture objective", True),
+    ("elbo", "ELBO", True),
+]
 SIMULATED_METRICS: dict[str, list[tuple[str, str, bool]]] = {
     "linear-gaussian": [
         ("exact_ll", "exact LL", True),
         ("is_ll", "IS LL", True),
-        ("bound", "bound", True),
+        ("is_ll_se", "IS MC s.e.", False),
+        *_OBJECTIVES,
         ("mle_ll", "PPCA MLE LL", True),
         ("rel_model_gap", "rel. model gap", False),
-        ("rel_bound_gap", "rel. bound gap", False),
+        ("rel_objective_gap", "rel. objective gap", False),
+        ("rel_elbo_gap", "rel. ELBO gap", False),
+        ("exact_ll_reference_quirk", "exact LL with σ̃² (ref. quirk)", True),
     ],
     "ivae-bimodal": [
         ("is_ll", "IS LL", True),
-        ("bound", "bound", True),
+        ("is_ll_se", "IS MC s.e.", False),
+        *_OBJECTIVES,
         ("mcc_strong_out", "MCC strong-out", True),
         ("mcc_weak_out", "MCC weak-out", True),
     ],
     "ivae-multimodal": [
         ("is_ll", "IS LL (train)", True),
         ("is_ll_test", "IS LL (test)", True),
-        ("bound", "bound", True),
+        ("is_ll_test_se", "IS MC s.e. (test)", False),
+        *_OBJECTIVES,
         ("mcc_strong_out", "MCC strong-out", True),
         ("mcc_pairs_strong_out", "MCC pairs strong-out", True),
     ],
@@ -90,6 +101,7 @@ class CompareSettings:
     lr: float | None = None
     out: Path = Path("runs/compare")
     is_samples: int | None = None
+    init: str = "flax"
     config: Path | None = None
     overrides: list[str] = field(default_factory=list)
     eval_options: EvalOptions = field(default_factory=lambda: EvalOptions(pictures=False))
@@ -119,6 +131,7 @@ class CompareSettings:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+        check_init_scheme(self.init)
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds repeats a seed: {self.seeds}")
         return self
@@ -135,6 +148,7 @@ class CompareSettings:
             "modalities": self.modalities,
             "lr": self.lr,
             "is_samples": self.is_samples,
+            "init": self.init,
             "config": None if self.config is None else str(self.config),
             "overrides": list(self.overrides),
             "eval": {k: v for k, v in self.eval_options.to_dict().items() if k != "pictures"},
@@ -178,6 +192,7 @@ def run_simulated_cell(settings: CompareSettings, cell: Cell) -> dict[str, Any]:
         is_samples=settings.is_samples,
         modalities=settings.modalities,
         lr=settings.lr,
+        init=settings.init,
         # PoE needs a single-component prior (SPEC §3.2); the iVAE scripts use K = 5.
         num_components=1 if cell.aggregator == "poe" else None,
     )
@@ -186,7 +201,12 @@ def run_simulated_cell(settings: CompareSettings, cell: Cell) -> dict[str, Any]:
 
 
 def digits_config(
-    aggregator: str, objective: str, seed: int, steps: int | None, output_dir: Path
+    aggregator: str,
+    objective: str,
+    seed: int,
+    steps: int | None,
+    output_dir: Path,
+    init: str = "flax",
 ) -> TrainConfig:
     """The digits model of `mmtrain compare` (and `scripts/main.sh`): latent 16, Bernoulli
     pixels, a fixed N(0, I) prior (a 5-component learned prior for mixture-head
@@ -218,6 +238,7 @@ def digits_config(
                 "feature_dim": 64,
                 "aggregator_options": _aggregator_options(aggregator, 64),
                 "prior": {"kind": "mixture", "components": 5} if mixture else {},
+                "init": init,
             },
             "optim": {"lr": 1e-3},
             "train": {
@@ -246,7 +267,9 @@ def trained_config(settings: CompareSettings, cell: Cell, run_dir: Path) -> Trai
     """The config of a trained cell: `--config` with `--set` overrides, or `digits_config`;
     then the cell's aggregator, objective, seed, steps and output directory."""
     if settings.config is None:
-        return digits_config(cell.aggregator, cell.objective, cell.seed, settings.steps, run_dir)
+        return digits_config(
+            cell.aggregator, cell.objective, cell.seed, settings.steps, run_dir, settings.init
+        )
     base = load_config(settings.config, settings.overrides)
     overrides = [
         *settings.overrides,
@@ -254,6 +277,7 @@ def trained_config(settings: CompareSettings, cell: Cell, run_dir: Path) -> Trai
         f"model.objective={cell.objective}",
         f"seed={cell.seed}",
         f"output_dir={run_dir}",
+        f"model.init={settings.init}",
     ]
     if cell.aggregator != base.model.aggregator:
         # The config's options belong to its own aggregator; size the cell's from it.
@@ -281,9 +305,25 @@ def run_trained_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[st
     results = evaluate_checkpoint(run_dir, run_dir / "eval", None, options, log)
     metrics = dict(results["summary"])
     metrics["train_seconds"] = float(training["seconds"])
-    if "eval/bound" in training:
-        metrics["bound"] = float(training["eval/bound"])
+    for key in ("masked_objective", "mixture_objective", "elbo"):
+        if f"eval/{key}" in training:
+            metrics[key] = float(training[f"eval/{key}"])
     return {"metrics": metrics, "eval": str(run_dir / "eval"), "training": _finite(training)}
+
+
+def cell_poe_mode(saved: dict[str, Any]) -> bool:
+    """The `poe_reference_bug` flag a PoE cell ran with (off unless its settings or config
+    turned it on)."""
+    settings = saved.get("result", {}).get("settings", {})
+    if "poe_reference_bug" in settings:
+        return bool(settings["poe_reference_bug"])
+    config_path = saved.get("eval")
+    if config_path:
+        report = Path(config_path) / "metrics.json"
+        if report.is_file():
+            model = json.loads(report.read_text()).get("model", {})
+            return bool(model.get("poe_reference_bug"))
+    return False
 
 
 def run_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[str, Any]:
@@ -318,8 +358,11 @@ def run_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[str, Any]:
 #: (key, label) of the trained grid's columns, in order; `*` expands per modality
 TRAINED_METRICS = (
     ("joint_ll", "joint LL"),
+    ("joint_ll_mc_se", "joint LL MC s.e."),
     ("observed_ll", "observed LL"),
-    ("bound", "held-out bound"),
+    ("masked_objective", "held-out masked objective"),
+    ("mixture_objective", "held-out mixture objective"),
+    ("elbo", "held-out ELBO"),
     ("conditional_ll/*", "cond. LL {}"),
     ("cross_coherence", "cross coherence"),
     ("coherence/*", "coherence → {}"),
@@ -348,7 +391,7 @@ def metric_columns(
                 if found.startswith(prefix):
                     columns.append((found, label.format(found[len(prefix) :]), True))
         elif key in present:
-            columns.append((key, label, True))
+            columns.append((key, label, not key.endswith("_se")))
     return columns
 
 
@@ -384,6 +427,8 @@ def format_summary(key: str, summary: Summary) -> str:
         scale, suffix, digits = 100.0, "%", 1
     elif key.startswith(("mcc", "rel_")):
         digits = 3
+    elif key.endswith("_se"):
+        digits = 4
     mean = f"{scale * summary.mean:.{digits}f}"
     if summary.n < 2:
         return mean + suffix
@@ -415,9 +460,12 @@ def summarize(
 
 
 def best_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]]) -> dict[str, int]:
-    """For each metric, the row with the best mean (for bold in the markdown)."""
+    """For each metric, the row with the best mean (for bold in the markdown); standard
+    errors are not ranked."""
     best = {}
     for key, _, higher in columns:
+        if key.endswith("_se"):
+            continue
         candidates = [(i, r[key].mean) for i, r in enumerate(rows) if r[key].n]
         means = {mean for _, mean in candidates}
         if len(candidates) > 1 and len(means) > 1:
@@ -431,8 +479,13 @@ def write_markdown(
     rows: list[dict[str, Any]],
     columns: list[tuple[str, str, bool]],
     plot: Path | None,
+    poe_modes: list[bool] | None = None,
 ) -> Path:
-    from mmtrain.report import markdown_table
+    """compare.md: the table with its settings, the initialisation, the PoE mode of the
+    PoE rows (`poe_modes`, the distinct `poe_reference_bug` values used) and a plot link."""
+    from mmtrain.report import markdown_table, poe_mode
+
+    poe_modes = poe_modes or []
 
     best = best_rows(rows, columns)
     body = []
@@ -449,7 +502,22 @@ def write_markdown(
         for name, value in (("modalities", settings.modalities), ("learning rate", settings.lr))
         if value is not None
     ]
-    lower = [label for _, label, higher in columns if not higher]
+    lower = [label for key, label, higher in columns if not higher and not key.endswith("_se")]
+    notes = [
+        f"Networks initialised with `init: {settings.init}`."
+        + (" " + poe_mode(poe_modes[0]) + "." if len(poe_modes) == 1 else "")
+    ]
+    if len(poe_modes) > 1:
+        notes.append("PoE rows mix both PoE modes (poe_reference_bug on and off).")
+    if any(key.endswith("_objective") for key, _, _ in columns):
+        notes.append(
+            "*masked objective* / *mixture objective*: the training objective of the row's "
+            "objective (random S, L = 1, reconstruction weights 1) on the training data; only "
+            "the mixture objective is a lower bound of log p(x). *ELBO*: the ELBO of q(z | x), "
+            "a lower bound for every row. *rel. objective gap* = (exact − objective) / |exact|, "
+            "*rel. ELBO gap* likewise; *IS MC s.e.*: the Monte-Carlo standard error of the "
+            "importance-sampled mean (delta method)."
+        )
     lines = [
         f"# {settings.experiment}"
         + (f" (M = {settings.modalities})" if settings.modalities is not None else "")
@@ -466,6 +534,7 @@ def write_markdown(
         )
         + "). Log-likelihoods in nats per example.",
         "",
+        *[line for note in notes for line in (note, "")],
         markdown_table(headers, body, ["l", "l"] + ["r"] * (len(headers) - 2)),
         "",
     ]
@@ -617,11 +686,13 @@ def run_compare(settings: CompareSettings, log: Log = _stderr) -> dict[str, Any]
         results[cell] = run_cell(settings, cell, log)
     rows, columns = summarize(settings, results)
     plot = plot_comparison(settings, rows, columns)
-    markdown = write_markdown(settings, rows, columns, plot)
+    poe = sorted({cell_poe_mode(saved) for c, saved in results.items() if c.aggregator == "poe"})
+    markdown = write_markdown(settings, rows, columns, plot, poe)
     table = write_csv(settings, rows, columns)
     return {
         "rows": rows,
         "columns": columns,
+        "poe_modes": poe,
         "markdown": str(markdown),
         "csv": str(table),
         "plot": None if plot is None else str(plot),

@@ -7,7 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mmtrain.report import eval_summary_rows, format_metric, markdown_table
+from mmtrain.report import (
+    eval_summary_rows,
+    format_metric,
+    format_number,
+    markdown_table,
+    poe_mode,
+)
 
 #: the mark of a figure that rests on a classifier below the trust threshold
 UNTRUSTED = "⚠"
@@ -39,8 +45,9 @@ PICTURES = (
     (
         "training_curves",
         "Training curves",
-        "From the run's metrics.jsonl: the training bound and the held-out bound and "
-        "importance-sampled log-likelihood.",
+        "From the run's metrics.jsonl: the training objective (masked objective: not a "
+        "bound; mixture objective: a lower bound) and the ELBO, and on held-out data the "
+        "same with the importance-sampled log-likelihood.",
     ),
 )
 
@@ -68,7 +75,7 @@ def subset_section(results: dict[str, Any]) -> str:
     probe = results.get("latent_probe", {})
     mcc = results.get("mcc", {})
     coherence = results.get("coherence", {})
-    headers = ["S", "rows", "log p̂(x_S)"]
+    headers = ["S", "rows", "log p̂(x_S)", "MC s.e."]
     if exact:
         headers.append("exact log p(x_S)")
     if probe:
@@ -80,7 +87,12 @@ def subset_section(results: dict[str, Any]) -> str:
     rows = []
     for subset in results["subsets"]:
         entry = joint.get(subset, {})
-        row: list[object] = [subset, entry.get("rows", 0), entry.get("mean")]
+        row: list[object] = [
+            subset,
+            entry.get("rows", 0),
+            entry.get("mean"),
+            format_number(entry.get("mc_stderr"), 3),
+        ]
         if exact:
             row.append(exact.get(subset))
         if probe:
@@ -151,7 +163,13 @@ def render_report(results: dict[str, Any]) -> str:
         f"Latent size {model['latent_dim']}; modalities "
         + ", ".join(f"`{n}` {tuple(s)}" for n, s in model["modalities"].items())
         + f". Log-likelihoods use {results['log_likelihood']['num_samples']} importance "
-        "samples per example (nats per example).",
+        "samples per example (nats per example); *MC s.e.* is the Monte-Carlo standard error "
+        "of their mean (delta method), *stderr* in metrics.json the spread over rows."
+        + (
+            f" {poe_mode(model['poe_reference_bug'])}."
+            if model["aggregator"] == "poe" and "poe_reference_bug" in model
+            else ""
+        ),
         "",
     ]
     if data.get("warning"):

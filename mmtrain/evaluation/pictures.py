@@ -624,8 +624,12 @@ def _latent_scatter(ax: plt.Axes, points: np.ndarray, labels: np.ndarray | None)
 
 
 CURVES = (
-    ("train/bound", "training bound (per example)", "#1f77b4"),
-    ("eval/bound", "held-out bound", "#ff7f0e"),
+    ("train/masked_objective", "training masked objective", "#1f77b4"),
+    ("train/mixture_objective", "training mixture objective", "#1f77b4"),
+    ("train/elbo", "training ELBO", "#9467bd"),
+    ("eval/masked_objective", "held-out masked objective", "#ff7f0e"),
+    ("eval/mixture_objective", "held-out mixture objective", "#ff7f0e"),
+    ("eval/elbo", "held-out ELBO", "#8c564b"),
     ("eval/is_ll", "held-out IS log-likelihood", "#2ca02c"),
 )
 
@@ -642,8 +646,8 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 
 def training_curves_figure(metrics_path: Path, path: Path) -> Path | None:
-    """train/bound, and eval/bound and eval/is_ll when the run evaluated, against the step;
-    None when the log holds none of them."""
+    """The training objective (and ELBO), and the held-out objective, ELBO and IS
+    log-likelihood when the run evaluated, against the step; None when the log holds none."""
     records = read_metrics(metrics_path)
     series = {
         key: np.array(
@@ -652,7 +656,9 @@ def training_curves_figure(metrics_path: Path, path: Path) -> Path | None:
         for key, _, _ in CURVES
     }
     series = {key: points[np.isfinite(points[:, 1])] for key, points in series.items()}
-    panels = [("training split", ["train/bound"]), ("held-out split", ["eval/bound", "eval/is_ll"])]
+    train_keys = [key for key, _, _ in CURVES if key.startswith("train/")]
+    eval_keys = [key for key, _, _ in CURVES if key.startswith("eval/")]
+    panels = [("training split", train_keys), ("held-out split", eval_keys)]
     panels = [(title, keys) for title, keys in panels if any(len(series[k]) for k in keys)]
     if not panels:
         return None
@@ -680,7 +686,7 @@ def training_curves_figure(metrics_path: Path, path: Path) -> Path | None:
 
 
 def _robust_limits(values: np.ndarray) -> tuple[float, float]:
-    """Y limits that keep the first steps' very low bounds from flattening the curve."""
+    """Y limits that keep the first steps' very low values from flattening the curve."""
     low = float(np.percentile(values, 5))
     high = float(values.max())
     span = max(high - low, 1e-6)

@@ -52,7 +52,7 @@ from mmtrain.evaluation.simulated import (
 from mmtrain.evaluation.subsets import Subset, enumerate_subsets
 from mmtrain.evaluation.trust import check_classifiers, flag_untrusted
 from mmtrain.model import Batch, MultiModalVAE
-from mmtrain.objectives import importance_log_likelihood
+from mmtrain.objectives import combined_stderr, importance_sampling
 
 Log = Callable[[str], None]
 
@@ -240,6 +240,7 @@ def evaluate_model(
             "latent_dim": model.latent_dim,
             "modalities": {n: list(model.modalities[n].event_shape) for n in names},
             "prior": loaded.config.model.prior.kind,
+            "poe_reference_bug": getattr(model.aggregator, "poe_reference_bug", None),
         },
         "data": {
             "source": loaded.extra.get("source", loaded.config.data.source),
@@ -366,12 +367,15 @@ def likelihood_metrics(
         for _, part in iter_chunks(test, options.batch_size):
             with torch.no_grad():
                 pieces.append(
-                    importance_log_likelihood(
-                        model, part, options.is_samples, None, options.chunk_size
-                    )
+                    importance_sampling(model, part, options.is_samples, None, options.chunk_size)
                 )
-        values = torch.cat(pieces).double()
-        out["observed"] = {"mean": float(values.mean()), "rows": int(values.numel())}
+        values = torch.cat([p.log_likelihood for p in pieces]).double()
+        errors = torch.cat([p.stderr for p in pieces])
+        out["observed"] = {
+            "mean": float(values.mean()),
+            "mc_stderr": combined_stderr(errors),
+            "rows": int(values.numel()),
+        }
     return out
 
 
@@ -426,8 +430,10 @@ def summarize(results: dict[str, Any], names: list[str], full: Subset | None) ->
     joint = results["log_likelihood"]["joint"]
     if full is not None and joint.get(full.name, {}).get("rows"):
         summary["joint_ll"] = joint[full.name]["mean"]
+        summary["joint_ll_mc_se"] = joint[full.name]["mc_stderr"]
     if "observed" in results["log_likelihood"]:
         summary["observed_ll"] = results["log_likelihood"]["observed"]["mean"]
+        summary["observed_ll_mc_se"] = results["log_likelihood"]["observed"]["mc_stderr"]
     conditional = results["log_likelihood"]["conditional"]
     for name in names:
         values = [
@@ -461,7 +467,7 @@ def summarize(results: dict[str, Any], names: list[str], full: Subset | None) ->
             summary["latent_probe_all"] = probe[full.name]["accuracy"]
     exact = results.get("exact")
     if exact:
-        for key in ("exact_ll", "exact_ll_model", "mle_ll", "rel_model_gap"):
+        for key in ("exact_ll", "exact_ll_reference_quirk", "mle_ll", "rel_model_gap"):
             if key in exact:
                 summary[key] = exact[key]
     mcc = results.get("mcc")

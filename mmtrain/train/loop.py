@@ -39,7 +39,8 @@ from mmtrain.data.loader import BatchLoader, build_loader
 from mmtrain.errors import CheckpointError, ConfigError, MMTrainError
 from mmtrain.modality import ModalityPlugin
 from mmtrain.model import MultiModalVAE
-from mmtrain.objectives import importance_log_likelihood
+from mmtrain.nets import initialise
+from mmtrain.objectives import combined_stderr, importance_sampling, objective_key
 from mmtrain.optim import build_optimizer, postprocess_gradients
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, OBJECTIVES
@@ -110,7 +111,8 @@ class InterruptFlag:
 
 
 def build_model(config: TrainConfig, plugins: dict[str, ModalityPlugin]) -> MultiModalVAE:
-    """The model of a config: plugin networks, the aggregator, the prior."""
+    """The model of a config: plugin networks, the aggregator, the prior, initialised with
+    `model.init`."""
     cfg = config.model
     aggregator_cls = AGGREGATORS.get(cfg.aggregator)
     OBJECTIVES.get(cfg.objective)
@@ -130,7 +132,8 @@ def build_model(config: TrainConfig, plugins: dict[str, ModalityPlugin]) -> Mult
     except TypeError as error:
         raise ConfigError(f"model.aggregator_options for {cfg.aggregator}: {error}") from None
     prior = build_prior(latent, components, cfg.prior.family, learned=cfg.prior.kind == "mixture")
-    return MultiModalVAE(modalities, aggregator, prior, cfg.reconstruction_weights)
+    model = MultiModalVAE(modalities, aggregator, prior, cfg.reconstruction_weights)
+    return initialise(model, cfg.init)
 
 
 def learning_rate_factor(step: int, config: TrainConfig, total_steps: int | None) -> float:
@@ -296,23 +299,50 @@ def _make_accelerator(config: TrainConfig):  # noqa: ANN202
 def evaluate(
     model: MultiModalVAE, loader: BatchLoader, config: TrainConfig, device: torch.device
 ) -> dict[str, float]:
-    """Bound (random S, L = 1) and importance-sampled log-likelihood on held-out batches."""
+    """On held-out batches: the training objective (random S drawn as in training,
+    `model.subset_mode`; L = 1; reconstruction weights 1, which are a training device only),
+    the ELBO of q(z|x) (when the objective computes it), and the importance-sampled
+    log-likelihood with its Monte-Carlo standard error. In a multi-process run the logged
+    standard error is the mean of the ranks' own, an upper bound of the overall one."""
     was_training = model.training
     model.eval()
-    bound, log_lik, count = 0.0, 0.0, 0
+    objective = config.model.objective
+    value, elbo, log_lik, count = 0.0, 0.0, 0.0, 0
+    errors, elbo_missing = [], False
     for index, batch in enumerate(loader):
         if index >= config.train.eval_batches:
             break
         batch = batch.to(device)
-        out = model(batch, config.model.objective, samples=1, beta=config.model.beta)
-        bound += float(out.per_example.sum())
-        ll = importance_log_likelihood(model, batch, config.train.eval_is_samples)
-        log_lik += float(ll.sum())
+        out = model(
+            batch,
+            objective,
+            samples=1,
+            beta=config.model.beta,
+            subset_mode=config.model.subset_mode,
+            reconstruction_weights=False,
+            elbo=True,
+        )
+        value += float(out.per_example.sum())
+        if out.elbo is None:
+            elbo_missing = True
+        else:
+            elbo += float(out.elbo.sum())
+        estimate = importance_sampling(model, batch, config.train.eval_is_samples)
+        log_lik += float(estimate.log_likelihood.sum())
+        errors.append(estimate.stderr.cpu())
         count += batch.size
     model.train(was_training)
     if count == 0:
         return {}
-    return {"eval/bound": bound / count, "eval/is_ll": log_lik / count, "eval/examples": count}
+    results = {
+        f"eval/{objective_key(objective)}": value / count,
+        "eval/is_ll": log_lik / count,
+        "eval/is_ll_se": combined_stderr(torch.cat(errors)),
+        "eval/examples": count,
+    }
+    if not elbo_missing:
+        results["eval/elbo"] = elbo / count
+    return results
 
 
 def train(
@@ -527,7 +557,9 @@ def _train(
                 last_logged["lr"] = optimizer.param_groups[0]["lr"]
                 last_logged |= loader.metrics()
                 log.write(step, last_logged)
-                bar.set_postfix(bound=f"{last_logged['train/bound']:.2f}")
+                shown = last_logged.get(f"train/{objective_key(config.model.objective)}")
+                if shown is not None:
+                    bar.set_postfix(objective=f"{shown:.2f}")
                 window = _Window.fresh()
             if eval_loader is not None and step % config.train.eval_every == 0:
                 eval_loader.set_epoch(0)

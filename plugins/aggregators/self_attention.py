@@ -96,7 +96,9 @@ class SelfAttention(Aggregator):
         self.rho = MLP(pooling_size, self.head_size, hidden_size, pooled_depth, act)
 
     def forward(self, h: Tensor, mask: Tensor, prior: Prior) -> Distribution:
-        e = self.embed(h)
+        # Masked rows are zeroed before the embedding so that NaN or inf there reaches no
+        # gradient either (the attention op is blind to them on its own).
+        e = self.embed(torch.where(mask[..., None], h, 0.0))
         for block in self.blocks:
             e = block(e, mask)
         pooled = torch.where(mask[..., None], self.norm_out(e), 0.0).sum(-2)
@@ -107,7 +109,7 @@ class SelfAttention(Aggregator):
     ) -> tuple[Distribution, Distribution]:
         # The embedding ignores the mask, so the first block sees the same input under both
         # masks: one q/k/v projection and one two-mask attention serve both passes.
-        e = self.embed(h)
+        e = self.embed(torch.where((full_mask | subset_mask)[..., None], h, 0.0))
         masks = torch.stack([full_mask, subset_mask])
         if self.blocks:
             e = self.blocks[0].forward_two_masks(e, full_mask, subset_mask)

@@ -192,7 +192,8 @@ def test_latent_probe_wiring_reads_the_posterior_of_each_subset(blob_data) -> No
 
 def test_mcc_wiring_matches_the_foundation_metric() -> None:
     """A near-noiseless linear model whose posterior mean recovers the sources: MCC of the
-    evaluation equals `metrics.compute_mcc` on the same posterior draw, and is near 1."""
+    evaluation equals `metrics.compute_mcc_permuted` (rows in a seeded random order) on the
+    same posterior draw, and is near 1."""
     lg = linear_gaussian_model(sizes=(3, 3), latent=2, noise_std=0.02, seed=5)
     batch, sources = lg.sample(400, seed=6)
     batch.extras["sources"] = sources.double()
@@ -202,7 +203,7 @@ def test_mcc_wiring_matches_the_foundation_metric() -> None:
     torch.manual_seed(7)
     with torch.no_grad():
         z = lg.model.encode(batch).rsample(1)[0]
-    expected = metrics.compute_mcc(sources.numpy(), z.double().numpy(), 1, 0).as_dict()
+    expected = metrics.compute_mcc_permuted(sources.numpy(), z.double().numpy(), 1, 0).as_dict()
     for key, value in expected.items():
         assert result["observed"][key] == pytest.approx(value)
     assert result["observed"]["strong_out"] > 0.97

@@ -179,7 +179,9 @@ def test_pictures_draw_images_text_and_labels(tmp_path: Path) -> None:
     shown, strength = pictures.text_glyphs(model, "text", probabilities)
     assert shown.startswith("three") and 0.7 < strength[0] < 0.72
     log = tmp_path / "metrics.jsonl"
-    log.write_text("\n".join(json.dumps({"step": s, "train/bound": -10.0 + s}) for s in range(5)))
+    log.write_text(
+        "\n".join(json.dumps({"step": s, "train/masked_objective": -10.0 + s}) for s in range(5))
+    )
     assert pictures.training_curves_figure(log, tmp_path / "curves.png") is not None
     log.write_text(json.dumps({"step": 1, "lr": 0.1}))
     assert pictures.training_curves_figure(log, tmp_path / "none.png") is None
@@ -212,8 +214,15 @@ def test_compare_simulated_grid_writes_table_csv_and_plot(tmp_path: Path, capsys
     markdown = (out / "compare.md").read_text()
     assert "| sum_pooling | masked | 2 |" in markdown and "| poe | masked | 2 |" in markdown
     assert " ± " in markdown and "![comparison](compare.png)" in markdown
+    assert "poe_reference_bug off" in markdown and "`init: flax`" in markdown
+    assert "| masked objective | mixture objective | ELBO |" in markdown
     with (out / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
+    # each objective's value in its own column; the ELBO (a true bound) for every row
+    assert [(r["masked_objective_n"], r["mixture_objective_n"], r["elbo_n"]) for r in rows] == [
+        ("2", "0", "2"),
+        ("0", "2", "2"),
+    ] * 2
     assert [(r["aggregator"], r["objective"], r["seeds"]) for r in rows] == [
         ("sum_pooling", "masked", "2"),
         ("sum_pooling", "mixture", "2"),
@@ -232,7 +241,8 @@ def test_compare_simulated_grid_writes_table_csv_and_plot(tmp_path: Path, capsys
         assert int(row["is_ll_n"]) == 2
     with Image.open(out / "compare.png") as image:
         assert image.width > 400
-    capsys.readouterr()
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "PoE mode: precision-weighted mean (poe_reference_bug off)" in printed
     assert main(args) == 0
     assert capsys.readouterr().err.count("reusing") == 8
 

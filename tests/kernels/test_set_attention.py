@@ -171,8 +171,8 @@ def test_all_false_sets_are_finite_and_pool_to_zero() -> None:
     mask = torch.zeros(3, 4, dtype=torch.bool, device=DEVICE)
     out = ops.masked_set_attention(q, k, v, mask)
     assert torch.isfinite(out).all()
-    # uniform attention over all M keys
-    torch.testing.assert_close(out, v.mean(dim=2, keepdim=True).expand_as(v))
+    # uniform attention over all M keys, whose values are absent and read as zeros
+    assert torch.equal(out, torch.zeros_like(out))
     pooled = ops.masked_set_attention_pooled(q, k, v, mask)
     assert torch.equal(pooled, torch.zeros_like(pooled))
     pooled.sum().backward()
@@ -189,6 +189,57 @@ def test_present_queries_ignore_absent_elements() -> None:
     noise = 100 * torch.randn(q.shape, generator=gen).to(DEVICE)
     q2, k2, v2 = (torch.where(absent, t + noise, t) for t in (q, k, v))
     torch.testing.assert_close(ops.masked_set_attention_pooled(q2, k2, v2, mask), out)
+
+
+FILLS = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _fill_absent(t: torch.Tensor, mask: torch.Tensor, value: float) -> torch.Tensor:
+    """`t` with the rows of absent elements set to `value`, as a new leaf."""
+    absent = ~mask[:, None, :, None]
+    return torch.where(absent, torch.full_like(t, value), t).detach().requires_grad_()
+
+
+@pytest.mark.parametrize("fill", FILLS)
+def test_reference_blind_to_nonfinite_absent_rows(fill: str) -> None:
+    """NaN or ±inf in the q, k, v rows of absent elements: the same outputs as zeros there,
+    finite, and exactly zero gradient into those rows (0 · NaN would be NaN)."""
+    q, k, v, gen = _inputs((5, 2, 5, 4), torch.float64)
+    mask = _mask("random", 5, 5, gen)
+    clean = [_fill_absent(t, mask, 0.0) for t in (q, k, v)]
+    dirty = [_fill_absent(t, mask, FILLS[fill]) for t in (q, k, v)]
+    want = masked_set_attention_reference(*clean, mask)
+    got = masked_set_attention_reference(*dirty, mask)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    upstream = torch.randn(got.shape, generator=gen, dtype=got.dtype)
+    for d, c in zip(
+        torch.autograd.grad(got, dirty, upstream),
+        torch.autograd.grad(want, clean, upstream),
+        strict=True,
+    ):
+        assert torch.isfinite(d).all()
+        torch.testing.assert_close(d, c, rtol=0, atol=0)
+        absent = ~mask[:, None, :].expand(-1, d.shape[1], -1)
+        assert absent.any() and (d[absent] == 0).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matches_reference_with_nonfinite_absent_rows(
+    variant: str, fill: str, dtype: torch.dtype
+) -> None:
+    """The Triton kernels read absent rows as zeros too: forward and backward agree with the
+    reference when those rows hold NaN or ±inf (for two masks: rows absent under both)."""
+    q, k, v, gen = _inputs((6, 2, 5, 8), dtype, seed=4)
+    mask = _mask("random", 6, 5, gen)
+    mask_b = mask & (torch.rand(mask.shape, generator=gen) < 0.5).to(DEVICE)
+    q, k, v = (_fill_absent(t, mask, FILLS[fill]) for t in (q, k, v))
+    op = OPS.get(OP_OF_VARIANT[variant])
+    assert ops.resolve(op.name, q.device, q, k, v, mask) is op.triton is not None
+    _compare(variant, q, k, v, mask, mask_b, gen)
 
 
 def test_permutation_equivariant_and_pooled_invariant() -> None:
