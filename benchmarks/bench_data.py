@@ -35,9 +35,10 @@ from pathlib import Path
 import datasets
 import torch
 
+from mmtrain.batch import Batch
 from mmtrain.data import BatchLoader, DataConfig, build_loader
 from mmtrain.experiments import ExperimentSettings, build_model, make_data
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.optim import build_optimizer, postprocess_gradients
 from mmtrain.registry import AGGREGATORS, OBJECTIVES
 from mmtrain.testing import per_cell_decoding

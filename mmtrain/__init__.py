@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any
 from mmtrain.errors import CheckpointError, ConfigError, DataError, MMTrainError, PluginError
 
 if TYPE_CHECKING:
-    from mmtrain.model import Batch, MultiModalVAE
+    from mmtrain.batch import Batch
+    from mmtrain.model import MultiModalVAE
 
 __version__ = "0.1.0"
 
 #: imported on first use, so that `import mmtrain` (and the CLI's `--help`) stays light
-_LAZY = {"Batch": "mmtrain.model", "MultiModalVAE": "mmtrain.model"}
+_LAZY = {"Batch": "mmtrain.batch", "MultiModalVAE": "mmtrain.model"}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,9 +14,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mmtrain import metrics, simulations
+from mmtrain.batch import Batch
 from mmtrain.errors import ConfigError
 from mmtrain.masks import SUBSET_MODES
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.nets import check_init_scheme, initialise
 from mmtrain.objectives import combined_stderr, importance_sampling, objective_key
 from mmtrain.optim import GRADIENT_MODES, build_optimizer, postprocess_gradients

@@ -4,41 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from mmtrain.aggregation import Aggregator
+from mmtrain.batch import Batch
 from mmtrain.distributions import Distribution
 from mmtrain.errors import ConfigError, DataError
 from mmtrain.modality import Modality
 from mmtrain.priors import Prior
-
-
-@dataclass
-class Batch:
-    """Per-modality tensors `[B, ...]` and the availability mask `[B, M]` (model order).
-
-    Missing entries may hold anything, NaN included: the model replaces them before use.
-    """
-
-    x: dict[str, Tensor]
-    avail: Tensor
-    labels: Tensor | None = None
-    extras: dict[str, Tensor] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return self.avail.shape[0]
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            {k: v.to(device) for k, v in self.x.items()},
-            self.avail.to(device),
-            None if self.labels is None else self.labels.to(device),
-            {k: v.to(device) for k, v in self.extras.items()},
-        )
 
 
 class MultiModalVAE(nn.Module):

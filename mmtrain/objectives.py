@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mmtrain.batch import Batch
 from mmtrain.distributions import Distribution
 from mmtrain.masks import sample_subset_mask
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.registry import OBJECTIVES
 
 Reconstruct = Callable[[Tensor], Tensor]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.batch import Batch
+from mmtrain.model import MultiModalVAE
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, MODALITIES
 

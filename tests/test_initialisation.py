@@ -12,10 +12,10 @@ from scipy import stats
 from torch import nn
 
 from mmtrain import experiments
+from mmtrain.batch import Batch
 from mmtrain.config import config_from_dict
 from mmtrain.errors import ConfigError
 from mmtrain.experiments import ExperimentData, ExperimentSettings, build_model
-from mmtrain.model import Batch
 from mmtrain.nets import MLP, TRUNCATED_NORMAL_STD, fan_in, initialise, lecun_normal_
 from mmtrain.priors import MixturePrior
 from mmtrain.registry import AGGREGATORS, MODALITIES

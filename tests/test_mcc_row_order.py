@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from mmtrain import metrics, simulations
+from mmtrain.batch import Batch
 from mmtrain.evaluation import simulated
 from mmtrain.experiments import ExperimentSettings, mcc
-from mmtrain.model import Batch
 
 VARIANTS = ("weak_in", "weak_out", "strong_in", "strong_out")
 

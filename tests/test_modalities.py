@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from mmtrain.batch import Batch
 from mmtrain.errors import ConfigError, DataError
 from mmtrain.modality import Modality, create_modality
-from mmtrain.model import Batch
 from mmtrain.registry import MODALITIES
 
 pytestmark = pytest.mark.usefixtures("small_cpu_settings")

@@ -5,7 +5,7 @@ plugins, and batch them with an availability mask.
     loader = build_loader(config, rank, world_size)
     for epoch in range(epochs):
         loader.set_epoch(epoch)
-        for batch in loader:          # mmtrain.model.Batch
+        for batch in loader:          # mmtrain.batch.Batch
             ...
         log(loader.metrics())
 """

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import torch
 from datasets.distributed import split_dataset_by_node
 
+from mmtrain.batch import Batch
 from mmtrain.data.config import DataConfig, ModalitySpec
 from mmtrain.data.sources import (
     SAVED_FORMAT,
@@ -52,7 +53,6 @@ from mmtrain.data.sources import (
 )
 from mmtrain.errors import ConfigError, DataError, PluginError
 from mmtrain.modality import ModalityPlugin
-from mmtrain.model import Batch
 
 log = logging.getLogger("mmtrain.data")
 
@@ -151,39 +151,6 @@ class LoaderItem:
         return self
 
 
-@dataclass
-class _Chunk:
-    x: dict[str, torch.Tensor]
-    avail: torch.Tensor
-    labels: dict[str, torch.Tensor]
-
-    @property
-    def size(self) -> int:
-        return self.avail.shape[0]
-
-    def take(self, index: torch.Tensor | slice) -> _Chunk:
-        return _Chunk(
-            {k: v[index] for k, v in self.x.items()},
-            self.avail[index],
-            {k: v[index] for k, v in self.labels.items()},
-        )
-
-    @staticmethod
-    def cat(chunks: list[_Chunk]) -> _Chunk:
-        if len(chunks) == 1:
-            return chunks[0]
-        first = chunks[0]
-        return _Chunk(
-            {k: torch.cat([c.x[k] for c in chunks]) for k in first.x},
-            torch.cat([c.avail for c in chunks]),
-            {k: torch.cat([c.labels[k] for c in chunks]) for k in first.labels},
-        )
-
-    def batch(self, label_columns: tuple[str, ...]) -> Batch:
-        labels = self.labels[label_columns[0]] if label_columns else None
-        return Batch(dict(self.x), self.avail, labels, dict(self.labels))
-
-
 class Decoder:
     """Turns a columnar chunk of rows into tensors with the modality plugins (picklable, so
     it runs inside loader workers)."""
@@ -209,12 +176,12 @@ class Decoder:
         what = f" (modality {name!r}, {spec.kind})" if spec else " (label column)"
         return f"{self.source.shard_name(shard)}, row {row}, column {column!r}{what}"
 
-    def decode(self, columns: dict[str, pa.Array]) -> tuple[_Chunk, int, list[str]]:
+    def decode(self, columns: dict[str, pa.Array]) -> tuple[Batch, int, list[str]]:
         """Decode one chunk; returns the good rows, the number skipped and a few notes."""
         with _one_thread():
             return self._decode(columns)
 
-    def _decode(self, columns: dict[str, pa.Array]) -> tuple[_Chunk, int, list[str]]:
+    def _decode(self, columns: dict[str, pa.Array]) -> tuple[Batch, int, list[str]]:
         shards = columns[SHARD_COLUMN].to_numpy(zero_copy_only=False)
         rows = columns[ROW_COLUMN].to_numpy(zero_copy_only=False)
         n = len(rows)
@@ -251,7 +218,8 @@ class Decoder:
         labels = {}
         for column in self.label_columns:
             labels[column] = self._labels(columns[column], shards, rows, column)
-        chunk = _Chunk(x, avail, labels)
+        first = labels[self.label_columns[0]] if self.label_columns else None
+        chunk = Batch(x, avail, first, labels)
         skipped = int(bad.sum())
         if skipped:
             chunk = chunk.take(torch.as_tensor(~bad))
@@ -634,8 +602,7 @@ class BatchStream(torch.utils.data.IterableDataset):
     def _items(self) -> Iterator[LoaderItem]:
         """Decode each Arrow chunk a batch of rows at a time (decoded tensors never exceed
         about two batches) and cut the rows into batches of exactly `batch_size`."""
-        labels = self.decoder.label_columns
-        pending: list[_Chunk] = []
+        pending: list[Batch] = []
         pending_rows = 0
         skipped, notes = 0, []
         for table in self.rows:
@@ -652,18 +619,18 @@ class BatchStream(torch.utils.data.IterableDataset):
             if pending_rows < self.batch_size:
                 continue
             with _one_thread():
-                merged = _Chunk.cat(pending)
+                merged = Batch.cat(pending)
             full = pending_rows // self.batch_size * self.batch_size
             for start in range(0, full, self.batch_size):
-                batch = merged.take(slice(start, start + self.batch_size)).batch(labels)
+                batch = merged.take(slice(start, start + self.batch_size))
                 yield LoaderItem(batch, skipped, notes)
                 skipped, notes = 0, []
             pending = [merged.take(slice(full, None))] if full < pending_rows else []
             pending_rows -= full
         if pending_rows and not self.drop_last:
             with _one_thread():
-                last = _Chunk.cat(pending)
-            yield LoaderItem(last.batch(labels), skipped, notes)
+                last = Batch.cat(pending)
+            yield LoaderItem(last, skipped, notes)
             skipped, notes = 0, []
         if skipped or notes:
             yield LoaderItem(None, skipped, notes)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from mmtrain.batch import Batch
 from mmtrain.evaluation.classifiers import TrainedClassifier
-from mmtrain.evaluation.data import iter_chunks, take_rows
 from mmtrain.evaluation.subsets import Subset
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 
 #: (batch, subset) → generated values per target modality, `{name: [B, *event]}`
 GenerateFn = Callable[[Batch, Subset], dict[str, Tensor]]
@@ -63,9 +63,9 @@ def cross_coherence(
         rows = torch.nonzero(subset.observed(data.avail) & known).flatten()
         correct = dict.fromkeys(classifiers, 0)
         if rows.numel():
-            selected = take_rows(data, rows)
+            selected = data.take(rows)
             selected_labels = labels[rows]
-            for part, piece in iter_chunks(selected, batch_size):
+            for part, piece in selected.chunks(batch_size):
                 generated = generate(piece, subset)
                 truth = selected_labels[part]
                 for name, classifier in classifiers.items():

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from mmtrain.batch import Batch
 from mmtrain.data.config import DataConfig
 from mmtrain.data.loader import build_loader, resolve_modalities
 from mmtrain.data.sources import resolve_source
 from mmtrain.errors import ConfigError, DataError
-from mmtrain.model import Batch
 
 
 @dataclass
@@ -103,37 +102,9 @@ def load_split(
         rows += batch.size
         if max_rows is not None and rows >= max_rows:
             break
-    merged = concat_batches(parts)
-    if max_rows is not None and merged.size > max_rows:
-        merged = take_rows(merged, torch.arange(max_rows))
-    return SplitData(split, merged, loader.num_rows)
-
-
-def concat_batches(parts: list[Batch]) -> Batch:
     if not parts:
         raise DataError("no rows were read")
-    first = parts[0]
-    labels = None if first.labels is None else torch.cat([p.labels for p in parts])  # type: ignore[misc]
-    return Batch(
-        {k: torch.cat([p.x[k] for p in parts]) for k in first.x},
-        torch.cat([p.avail for p in parts]),
-        labels,
-        {k: torch.cat([p.extras[k] for p in parts]) for k in first.extras},
-    )
-
-
-def take_rows(batch: Batch, index: Tensor) -> Batch:
-    """The rows `index` (a long index or a boolean mask) of every tensor of `batch`."""
-    return Batch(
-        {k: v[index] for k, v in batch.x.items()},
-        batch.avail[index],
-        None if batch.labels is None else batch.labels[index],
-        {k: v[index] for k, v in batch.extras.items()},
-    )
-
-
-def iter_chunks(batch: Batch, size: int) -> Iterator[tuple[slice, Batch]]:
-    """Consecutive pieces of at most `size` rows, with the slice each one covers."""
-    for start in range(0, batch.size, size):
-        part = slice(start, min(start + size, batch.size))
-        yield part, take_rows(batch, torch.arange(part.start, part.stop))
+    merged = Batch.cat(parts)
+    if max_rows is not None and merged.size > max_rows:
+        merged = merged.take(slice(0, max_rows))
+    return SplitData(split, merged, loader.num_rows)

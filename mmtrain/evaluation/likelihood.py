@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from mmtrain.batch import Batch
 from mmtrain.errors import ConfigError
-from mmtrain.evaluation.data import iter_chunks, take_rows
 from mmtrain.evaluation.subsets import Subset, empty_subset
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.objectives import ImportanceEstimate, combined_stderr, importance_sampling
 
 
@@ -144,9 +144,9 @@ def log_likelihood_table(
         errors = torch.full((data.size,), math.nan, dtype=torch.float64)
         rows = torch.nonzero(subset.observed(data.avail)).flatten()
         if rows.numel():
-            selected = take_rows(data, rows)
+            selected = data.take(rows)
             pieces = []
-            for _, part in iter_chunks(selected, batch_size):
+            for _, part in selected.chunks(batch_size):
                 pieces.append(
                     subset_importance_sampling(model, part, subset, num_samples, chunk_size)
                 )

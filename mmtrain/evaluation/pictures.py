@@ -29,12 +29,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from mmtrain.batch import Batch  # noqa: E402
 from mmtrain.evaluation.coherence import decoder_means  # noqa: E402
-from mmtrain.evaluation.data import take_rows  # noqa: E402
 from mmtrain.evaluation.probe import posterior_means  # noqa: E402
 from mmtrain.evaluation.subsets import Subset  # noqa: E402
 from mmtrain.likelihoods import CategoricalLikelihood  # noqa: E402
-from mmtrain.model import Batch, MultiModalVAE  # noqa: E402
+from mmtrain.model import MultiModalVAE  # noqa: E402
 
 #: pixel height of one example in a strip
 TILE = 64
@@ -442,8 +442,8 @@ def conditional_grid(
     scatters of `scatter_points` rows (over the data in grey) for vectors."""
     names = list(model.modality_names)
     grid = Grid([row.label for row in rows], names, title=title, caption=caption)
-    shown = take_rows(data, display_rows(data, examples))
-    scattered = take_rows(data, torch.arange(min(scatter_points, data.size)))
+    shown = data.take(display_rows(data, examples))
+    scattered = data.take(torch.arange(min(scatter_points, data.size)))
     labels = _labels_array(scattered.labels)
     cache: dict[tuple, dict[str, Tensor]] = {}
     for c, name in enumerate(names):
@@ -569,7 +569,7 @@ def latent_projection_figure(
 ) -> Path:
     """Posterior means of q(z | x_S) on the first two principal axes of the full-set means,
     one panel per S, coloured by label."""
-    data = take_rows(data, torch.arange(min(max_points, data.size)))
+    data = data.take(torch.arange(min(max_points, data.size)))
     full = subsets[-1]
     reference = posterior_means(model, data, full).double().numpy()
     projection = Projection.fit(reference)
@@ -585,7 +585,7 @@ def latent_projection_figure(
     scatter = None
     for ax, subset in zip(axes.flat, subsets):
         rows_in = subset.observed(data.avail)
-        means = posterior_means(model, take_rows(data, torch.nonzero(rows_in).flatten()), subset)
+        means = posterior_means(model, data.take(torch.nonzero(rows_in).flatten()), subset)
         points = projection(means.double().numpy())
         colours = None if labels is None else labels[rows_in.numpy()]
         scatter = _latent_scatter(ax, points, colours)

@@ -14,9 +14,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from mmtrain.evaluation.data import iter_chunks, take_rows
+from mmtrain.batch import Batch
 from mmtrain.evaluation.subsets import Subset
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 
 
 @torch.no_grad()
@@ -25,7 +25,7 @@ def posterior_means(
 ) -> Tensor:
     """Means of q(z | x_S) `[N, d]` (the mixture mean for mixture posteriors)."""
     pieces = []
-    for _, part in iter_chunks(data, batch_size):
+    for _, part in data.chunks(batch_size):
         mask = subset.mask(part.size, model.num_modalities, part.avail.device)
         pieces.append(model.encode(part, mask).mean)
     return torch.cat(pieces) if pieces else torch.zeros(0, model.latent_dim)
@@ -84,8 +84,8 @@ def latent_classification(
                 "test_rows": int(score.numel()),
             }
             continue
-        z_fit = posterior_means(model, take_rows(train, fit), subset, batch_size)
-        z_score = posterior_means(model, take_rows(test, score), subset, batch_size)
+        z_fit = posterior_means(model, train.take(fit), subset, batch_size)
+        z_score = posterior_means(model, test.take(score), subset, batch_size)
         accuracy = probe_accuracy(
             z_fit.double().numpy(),
             train_labels[fit].numpy(),

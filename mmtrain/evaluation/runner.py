@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from mmtrain.batch import Batch
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.errors import ConfigError, DataError
 from mmtrain.evaluation import pictures
@@ -35,10 +36,8 @@ from mmtrain.evaluation.data import (
     SplitData,
     class_labels,
     eval_data_config,
-    iter_chunks,
     load_split,
     split_exists,
-    take_rows,
 )
 from mmtrain.evaluation.likelihood import log_likelihood_table
 from mmtrain.evaluation.markdown import write_report
@@ -51,7 +50,7 @@ from mmtrain.evaluation.simulated import (
 )
 from mmtrain.evaluation.subsets import Subset, enumerate_subsets
 from mmtrain.evaluation.trust import check_classifiers, flag_untrusted
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.objectives import combined_stderr, importance_sampling
 
 Log = Callable[[str], None]
@@ -175,15 +174,13 @@ def read_eval_data(config: TrainConfig, options: EvalOptions, source: str | None
     rows = load_split(data, train_split, wanted, seed)
     if class_labels(rows.batch) is None:
         if options.max_examples is not None and rows.size > options.max_examples:
-            rows.batch = take_rows(rows.batch, torch.arange(options.max_examples))
+            rows.batch = rows.batch.take(torch.arange(options.max_examples))
         return EvalData(
             rows, None, f"scored on split {train_split!r} (the dataset has no test split)"
         )
     cut = min(options.max_examples or rows.size // 2, rows.size // 2)
-    test = SplitData(train_split, take_rows(rows.batch, torch.arange(cut)), rows.total_rows)
-    fit = SplitData(
-        train_split, take_rows(rows.batch, torch.arange(cut, rows.size)), rows.total_rows
-    )
+    test = SplitData(train_split, rows.batch.take(torch.arange(cut)), rows.total_rows)
+    fit = SplitData(train_split, rows.batch.take(torch.arange(cut, rows.size)), rows.total_rows)
     note = (
         f"scored on {cut} rows of split {train_split!r} (the dataset has no test split); "
         f"classifiers and probe fitted on {fit.size} other rows of it"
@@ -364,7 +361,7 @@ def likelihood_metrics(
     }
     if not bool(test.avail.bool().all()):
         pieces = []
-        for _, part in iter_chunks(test, options.batch_size):
+        for _, part in test.chunks(options.batch_size):
             with torch.no_grad():
                 pieces.append(
                     importance_sampling(model, part, options.is_samples, None, options.chunk_size)

@@ -10,10 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from mmtrain import metrics
-from mmtrain.evaluation.data import iter_chunks, take_rows
+from mmtrain.batch import Batch
 from mmtrain.evaluation.subsets import Subset
 from mmtrain.likelihoods import NormalLikelihood
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.priors import FixedPrior
 
 #: the label column that holds the true sources of the iVAE simulations
@@ -90,7 +90,7 @@ def exact_linear_metrics(model: MultiModalVAE, data: Batch) -> dict[str, float]:
         return out
     fit = metrics.ppca_mle(x, weights.shape[1])
     every = Subset(tuple(range(model.num_modalities)), tuple(model.modality_names))
-    own = exact_subset_log_likelihood(model, take_rows(data, torch.nonzero(full).flatten()), every)
+    own = exact_subset_log_likelihood(model, data.take(torch.nonzero(full).flatten()), every)
     out["exact_ll"] = float(own.mean())
     out["exact_ll_reference_quirk"] = (
         metrics.linear_gaussian_log_likelihood(x, weights, offsets, fit.noise_var) / rows
@@ -107,7 +107,7 @@ def posterior_samples(
 ) -> Tensor:
     """One draw z ~ q(z | x_{mask ∩ observed}) per row `[N, d]`."""
     pieces = []
-    for part, piece in iter_chunks(data, batch_size):
+    for part, piece in data.chunks(batch_size):
         sub = None if mask is None else mask[part]
         pieces.append(model.encode(piece, sub).rsample(1)[0])
     return torch.cat(pieces)
@@ -132,7 +132,7 @@ def mcc_metrics(
         rows = torch.nonzero(subset.observed(data.avail)).flatten()
         if rows.numel() < 4:
             continue
-        part = take_rows(data, rows)
+        part = data.take(rows)
         mask = subset.mask(part.size, model.num_modalities)
         z = posterior_samples(model, part, mask)
         result = metrics.compute_mcc_permuted(sources[rows].numpy(), z.double().numpy(), 1, seed)

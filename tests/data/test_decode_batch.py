@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+from mmtrain.batch import Batch
 from mmtrain.data import DataConfig, build_loader
 from mmtrain.data.loader import batch_cells
 from mmtrain.errors import DataError
-from mmtrain.model import Batch
 from mmtrain.plugins.modalities.image import ImagePlugin, png_pixels
 from mmtrain.plugins.modalities.label import LabelPlugin
 from mmtrain.plugins.modalities.text import TextPlugin

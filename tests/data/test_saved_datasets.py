@@ -19,17 +19,26 @@ from tests.data.helpers import config_for, make_rows
 ROWS = 600
 
 
+def scaled_rows(n: int, start: int = 0) -> dict[str, list]:
+    """`make_rows` with the cells divided by 1000: ids stay the labels, and the few training
+    steps below see inputs of order 1 (raw ids up to 1199 overflow exp(log-scale) at once)."""
+    rows = make_rows(n, start)
+    for column in ("a", "b"):
+        rows[column] = [[v / 1000 for v in cell] for cell in rows[column]]
+    return rows
+
+
 def saved_dataset(root: Path, rows: int = ROWS, shards: int = 3) -> Path:
     """A `Dataset` saved in `shards` Arrow files (with dataset_info.json and state.json)."""
-    datasets.Dataset.from_dict(make_rows(rows)).save_to_disk(str(root), num_shards=shards)
+    datasets.Dataset.from_dict(scaled_rows(rows)).save_to_disk(str(root), num_shards=shards)
     return root
 
 
 def saved_dataset_dict(root: Path) -> Path:
     """A `DatasetDict`: train holds ids 0..599, test ids 1000..1199."""
     parts = {
-        "train": datasets.Dataset.from_dict(make_rows(ROWS)),
-        "test": datasets.Dataset.from_dict(make_rows(200, start=1000)),
+        "train": datasets.Dataset.from_dict(scaled_rows(ROWS)),
+        "test": datasets.Dataset.from_dict(scaled_rows(200, start=1000)),
     }
     datasets.DatasetDict(parts).save_to_disk(str(root), num_shards={"train": 2, "test": 1})
     return root

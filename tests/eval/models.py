@@ -19,10 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from mmtrain.aggregation import Aggregator
+from mmtrain.batch import Batch
 from mmtrain.distributions import Diagonal
 from mmtrain.likelihoods import build_likelihood
 from mmtrain.modality import Modality
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.priors import FixedPrior, Prior
 from mmtrain.registry import AGGREGATORS
 

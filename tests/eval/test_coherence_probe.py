@@ -9,6 +9,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from mmtrain import metrics
+from mmtrain.batch import Batch
 from mmtrain.evaluation.classifiers import (
     TrainedClassifier,
     choose_architecture,
@@ -26,7 +27,6 @@ from mmtrain.evaluation.coherence import (
 from mmtrain.evaluation.probe import latent_classification, probe_accuracy
 from mmtrain.evaluation.simulated import mcc_metrics
 from mmtrain.evaluation.subsets import Subset, enumerate_subsets
-from mmtrain.model import Batch
 from tests.eval.models import blobs, linear_gaussian_model, one_hot_labels, prototype_model
 
 PROTOTYPES = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])

@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from mmtrain.batch import Batch
 from mmtrain.cli import main
 from mmtrain.config import load_config
 from mmtrain.evaluation import pictures
 from mmtrain.evaluation.subsets import enumerate_subsets
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.model import MultiModalVAE
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, MODALITIES
 from mmtrain.train.loop import train

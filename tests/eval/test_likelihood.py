@@ -10,6 +10,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from mmtrain import metrics
+from mmtrain.batch import Batch
 from mmtrain.evaluation.likelihood import log_likelihood_table, subset_log_likelihood
 from mmtrain.evaluation.simulated import (
     exact_linear_metrics,
@@ -17,7 +18,6 @@ from mmtrain.evaluation.simulated import (
     is_linear_gaussian,
 )
 from mmtrain.evaluation.subsets import enumerate_subsets, make_subset, parse_subset
-from mmtrain.model import Batch
 from mmtrain.objectives import (
     combined_stderr,
     importance_log_likelihood,

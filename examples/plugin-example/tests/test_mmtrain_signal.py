@@ -10,7 +10,8 @@ import pytest
 import torch
 from mmtrain_signal import SignalPlugin
 
-from mmtrain.model import Batch, MultiModalVAE
+from mmtrain.batch import Batch
+from mmtrain.model import MultiModalVAE
 from mmtrain.objectives import masked_objective
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, MODALITIES, check_provenance, plugins_of, provenance
