@@ -3,7 +3,7 @@ features to the posterior q(z | x_S) (SPEC §3)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -26,6 +26,8 @@ class Aggregator(nn.Module):
     uses_prior_expert: ClassVar[bool] = False
     #: whether it outputs a K-component mixture head.
     mixture_head: ClassVar[bool] = False
+    #: the largest number of mixture components (prior and posterior K) it supports.
+    max_components: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -50,6 +52,18 @@ class Aggregator(nn.Module):
     @classmethod
     def required_feature_dim(cls, latent_dim: int) -> int | None:
         return 2 * latent_dim if cls.needs_expert_features else None
+
+    @classmethod
+    def options_for_width(cls, width: int) -> dict[str, Any]:
+        """The aggregator's options that size its networks to `width` (the config's
+        `model.aggregator_width`); explicit `model.aggregator_options` override them."""
+        return {}
+
+    @classmethod
+    def describe_options(cls, options: dict[str, Any]) -> str | None:
+        """One line that results tables print when these options change what the numbers
+        mean (e.g. a reproduced quirk of the reference code), or None."""
+        return None
 
     @property
     def head_size(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -22,6 +24,7 @@ class ProductOfExperts(Aggregator):
 
     needs_expert_features = True
     uses_prior_expert = True
+    max_components = 1
 
     def __init__(
         self,
@@ -41,6 +44,12 @@ class ProductOfExperts(Aggregator):
         super().__init__(feature_dim, latent_dim, num_components, family, min_scale)
         self.min_var = min_var
         self.poe_reference_bug = poe_reference_bug
+
+    @classmethod
+    def describe_options(cls, options: dict[str, Any]) -> str | None:
+        if options.get("poe_reference_bug"):
+            return "PoE mode: the reference code's mean Σ μ_s v_s / P (poe_reference_bug on)"
+        return "PoE mode: precision-weighted mean (poe_reference_bug off)"
 
     def forward(self, h: Tensor, mask: Tensor, prior: Prior) -> Diagonal:
         d = self.latent_dim

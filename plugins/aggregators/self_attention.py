@@ -7,6 +7,8 @@ attention itself is `mmtrain.ops.masked_set_attention`, which a fused kernel may
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -94,6 +96,10 @@ class SelfAttention(Aggregator):
         )
         self.norm_out = nn.LayerNorm(pooling_size, eps=1e-6)
         self.rho = MLP(pooling_size, self.head_size, hidden_size, pooled_depth, act)
+
+    @classmethod
+    def options_for_width(cls, width: int) -> dict[str, Any]:
+        return {"pooling_size": width, "hidden_size": width, "attention_size": width}
 
     def forward(self, h: Tensor, mask: Tensor, prior: Prior) -> Distribution:
         # Masked rows are zeroed before the embedding so that NaN or inf there reaches no

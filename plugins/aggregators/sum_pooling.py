@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -32,6 +34,10 @@ class SumPooling(Aggregator):
         super().__init__(feature_dim, latent_dim, num_components, family, min_scale)
         self.chi = MaskedMLP(feature_dim, pooling_size, hidden_size, element_depth, act)
         self.rho = MLP(pooling_size, self.head_size, hidden_size, pooled_depth, act)
+
+    @classmethod
+    def options_for_width(cls, width: int) -> dict[str, Any]:
+        return {"pooling_size": width, "hidden_size": width}
 
     def forward(self, h: Tensor, mask: Tensor, prior: Prior) -> Distribution:
         pooled = self.chi(h, mask).sum(-2)
