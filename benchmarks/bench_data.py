@@ -7,9 +7,8 @@ workers (whole epochs after a warm-up epoch; the JSON also has the start-up time
 the loader plus that first epoch), and the examples/s that training steps (objective,
 backward, gradient post-processing, Adam) of the consuming model eat on batches already in
 memory. The simulated sets use their experiment's model and batch size
-(`mmtrain.experiments`, SPEC §4); `digits` uses the default training config's model
-(`mmtrain.train.loop.build_model(TrainConfig())`, or the same architecture built here if the
-training engine is absent).
+(`configs/paper/NAME.yaml`, paper §5); `digits` uses the default training config's model
+(`mmtrain.factory.build_model(TrainConfig().model, ...)`).
 
 On a shared machine both rates drift with its load, so they are measured in alternating
 rounds; the best round of each (the least disturbed) gives the wall-clock ratio loader /
@@ -36,11 +35,13 @@ import datasets
 import torch
 
 from mmtrain.batch import Batch
+from mmtrain.config import TrainConfig
 from mmtrain.data import BatchLoader, DataConfig, build_loader
-from mmtrain.experiments import ExperimentSettings, build_model, make_data
+from mmtrain.factory import build_model
 from mmtrain.model import MultiModalVAE
 from mmtrain.optim import build_optimizer, postprocess_gradients
-from mmtrain.registry import AGGREGATORS, OBJECTIVES
+from mmtrain.paper import experiment_config
+from mmtrain.registry import OBJECTIVES
 from mmtrain.testing import per_cell_decoding
 
 DATASETS = ("linear-gaussian", "ivae-bimodal", "ivae-multimodal", "digits")
@@ -60,46 +61,29 @@ def loader_rate(loader: BatchLoader, epoch: int, min_seconds: float) -> tuple[fl
     return examples / elapsed, cpu / examples * 1e6, epoch
 
 
-def default_model(plugins: dict) -> tuple[MultiModalVAE, str]:
-    try:
-        from mmtrain.config import TrainConfig
-        from mmtrain.train.loop import build_model as build_train_model
-
-        return build_train_model(TrainConfig(), plugins), "TrainConfig() default model"
-    except ImportError:
-        from mmtrain.priors import build_prior
-
-        latent, features = 20, 128
-        modalities = {name: p.build(features, latent) for name, p in plugins.items()}
-        aggregator = AGGREGATORS.get("sum_pooling")(features, latent, 1, "normal", 5e-4)
-        return MultiModalVAE(modalities, aggregator, build_prior(latent, 1, "normal")), (
-            "sum_pooling, latent 20, features 128 (TrainConfig's defaults)"
-        )
-
-
 class Consumer:
     """Full optimiser steps of one model on in-memory batches."""
 
     def __init__(self, name: str) -> None:
         if name == "digits":
-            config = DataConfig(name)
-            loader = build_loader(config)
-            self.model, self.what = default_model(loader.plugins)
-            self.batch_size, self.lr, self.clip = config.batch_size, 1e-3, 1000.0
-            self.options: dict[str, object] = {}
+            config = TrainConfig()
+            loader = build_loader(config.data)
+            self.what = "TrainConfig() default model"
         else:
-            settings = ExperimentSettings.defaults(name)
-            torch.manual_seed(0)
-            self.model = build_model(settings, make_data(settings))
-            self.what = f"experiment model ({settings.aggregator}, masked)"
-            self.batch_size, self.lr, self.clip = settings.batch_size, settings.lr, settings.clip
-            self.options = {
-                "samples": settings.samples,
-                "beta": settings.beta,
-                "stl": settings.stl,
-                "subset_mode": settings.subset_mode,
-            }
-            loader = build_loader(DataConfig(name, batch_size=self.batch_size))
+            config = experiment_config(name)
+            # the experiment's model, batch size and data, streamed rather than in memory
+            loader = build_loader(config.data.replace(in_memory=False))
+            self.what = f"experiment model ({config.model.aggregator}, masked)"
+        torch.manual_seed(0)
+        self.model: MultiModalVAE = build_model(config.model, loader.plugins)
+        self.batch_size, self.lr = config.data.batch_size, config.optim.lr
+        self.clip = config.optim.gradient.clip
+        self.options: dict[str, object] = {
+            "samples": config.model.samples,
+            "beta": config.model.beta,
+            "stl": config.model.stl,
+            "subset_mode": config.model.subset_mode,
+        }
         self.batches = [b for _, b in zip(range(4), loader)]
         self.objective = OBJECTIVES.get("masked")
         self.optimizer = build_optimizer(self.model.parameters(), "adam", self.lr)

@@ -3,7 +3,8 @@
     python benchmarks/bench_steps.py --out benchmarks/steps.csv
 
 Times full optimiser steps (objective, backward, gradient post-processing, Adam) on the
-experiment model of SPEC §4.1 after a warm-up; the data are generated once per M.
+model of `configs/paper/linear-gaussian.yaml` (paper §5.1) after a warm-up; the data are
+read once per M through the data layer and batched in memory.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from pathlib import Path
 
 import torch
 
-from mmtrain.experiments import ExperimentSettings, build_model, epoch_batches, make_data, take
+from mmtrain.batch import Batch
+from mmtrain.config import TrainConfig
+from mmtrain.data.loader import BatchLoader, build_loader
+from mmtrain.factory import build_model
 from mmtrain.optim import build_optimizer, postprocess_gradients
+from mmtrain.paper import ExperimentOptions, experiment_config
 from mmtrain.registry import OBJECTIVES
 
 AGGREGATORS = (
@@ -32,27 +37,36 @@ AGGREGATORS = (
 )
 
 
+def experiment(aggregator: str, objective: str, modalities: int, batch_size: int) -> TrainConfig:
+    options = ExperimentOptions(
+        aggregator=aggregator, objective=objective, modalities=modalities, batch_size=batch_size
+    )
+    return experiment_config("linear-gaussian", options)
+
+
 def time_steps(
-    settings: ExperimentSettings, data, warmup: int, steps: int
+    config: TrainConfig, loader: BatchLoader, warmup: int, steps: int
 ) -> tuple[list[float], list[float]]:
     """Wall-clock and process-CPU seconds of each timed step. With one intra-op thread the
     CPU time barely moves when other jobs share the machine; the wall time does."""
     torch.manual_seed(0)
-    model = build_model(settings, data)
-    objective = OBJECTIVES.get(settings.objective)
-    optimizer = build_optimizer(model.parameters(), "adam", settings.lr)
-    generator = torch.Generator().manual_seed(0)
-    batches = []
+    model = build_model(config.model, loader.plugins)
+    objective = OBJECTIVES.get(config.model.objective)
+    optimizer = build_optimizer(model.parameters(), "adam", config.optim.lr)
+    batches: list[Batch] = []
+    epoch = 0
     while len(batches) < warmup + steps:
-        batches.extend(epoch_batches(data.train.size, settings.batch_size, generator))
+        loader.set_epoch(epoch)
+        batches.extend(loader)
+        epoch += 1
     durations, cpu_times = [], []
-    for i, index in enumerate(batches[: warmup + steps]):
-        batch = take(data.train, index)
+    clip = config.optim.gradient.clip
+    for i, batch in enumerate(batches[: warmup + steps]):
         start, cpu_start = time.perf_counter(), time.process_time()
         out = objective(model, batch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        postprocess_gradients(model.parameters(), "elementwise", settings.clip)
+        postprocess_gradients(model.parameters(), "elementwise", clip)
         optimizer.step()
         if i >= warmup:
             durations.append(time.perf_counter() - start)
@@ -77,20 +91,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for m in args.modalities:
-        base = ExperimentSettings.defaults(
-            "linear-gaussian", modalities=m, batch_size=args.batch_size
-        )
-        data = make_data(base)
+        loader = build_loader(experiment("sum_pooling", "masked", m, args.batch_size).data)
         for aggregator in args.aggregators:
             for objective in ("masked", "mixture"):
-                settings = ExperimentSettings.defaults(
-                    "linear-gaussian",
-                    aggregator,
-                    objective=objective,
-                    modalities=m,
-                    batch_size=args.batch_size,
-                )
-                durations, cpu_times = time_steps(settings, data, args.warmup, args.steps)
+                config = experiment(aggregator, objective, m, args.batch_size)
+                durations, cpu_times = time_steps(config, loader, args.warmup, args.steps)
                 median = statistics.median(durations)
                 cpu_median = statistics.median(cpu_times)
                 row = {

@@ -135,8 +135,8 @@ def _check_plugins(bundle: dict[str, Any]) -> None:
 def build_and_load(source: ModelSource, device: str = "cpu") -> MultiModalVAE:
     """The model a `ModelSource` describes, with its weights, in eval mode."""
     from mmtrain.config import config_from_dict
+    from mmtrain.factory import build_model
     from mmtrain.registry import MODALITIES
-    from mmtrain.train.loop import build_model
 
     description = source.description
     if "model_signature" not in description or "config" not in description:
@@ -151,7 +151,7 @@ def build_and_load(source: ModelSource, device: str = "cpu") -> MultiModalVAE:
         if spec["kind"] not in MODALITIES:
             raise PluginError(f"modality plugin {spec['kind']!r} (for {name!r}) is not installed")
         plugins[name] = MODALITIES.get(spec["kind"])(**spec["options"])
-    model = build_model(config, plugins)
+    model = build_model(config.model, plugins)
     load_weights(model, source.weights, device)
     return model.to(device).eval()
 

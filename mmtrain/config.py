@@ -38,6 +38,7 @@ class ModelSection:
 
     aggregator: str = "sum_pooling"
     aggregator_options: dict[str, Any] = field(default_factory=dict)
+    aggregator_width: int | None = None
     objective: str = "masked"
     latent_dim: int = 20
     feature_dim: int = 128

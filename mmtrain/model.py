@@ -108,13 +108,6 @@ class MultiModalVAE(nn.Module):
             -1,
         )
 
-    def forward(self, batch: Batch, objective: str = "masked", **options: object):  # noqa: ANN201
-        """Evaluate a registered objective (`ObjectiveOutput`); a forward pass so that DDP's
-        gradient hooks see the whole computation."""
-        from mmtrain.registry import OBJECTIVES
-
-        return OBJECTIVES.get(objective)(self, batch, **options)
-
     def encode(self, batch: Batch, mask: Tensor | None = None) -> Distribution:
         """q(z | x_S) for the subset `mask` (default: everything observed)."""
         x = self.clean(batch)

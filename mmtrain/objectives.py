@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmtrain.batch import Batch
 from mmtrain.distributions import Distribution
@@ -34,7 +35,18 @@ from mmtrain.model import MultiModalVAE
 from mmtrain.registry import OBJECTIVES
 
 Reconstruct = Callable[[Tensor], Tensor]
-TERM_NAMES = ("R_marg", "R_cross", "R_comp", "R_full", "Q_S", "Q_F", "Q_SF", "P_S", "P_F")
+
+
+class Objective(Protocol):
+    """A registered objective: `(model, batch, *, samples, beta, stl, subset_mask,
+    subset_mode, reconstruction_weights, elbo) -> ObjectiveOutput`."""
+
+    def __call__(
+        self, model: MultiModalVAE, batch: Batch, **options: object
+    ) -> ObjectiveOutput: ...
+
+
+PriorLogProb = Callable[[Tensor], Tensor]
 
 
 def objective_key(objective: str) -> str:
@@ -44,13 +56,153 @@ def objective_key(objective: str) -> str:
 
 
 @dataclass
+class ObjectiveTerms:
+    """The per-sample terms `[L, B]` of the header. The masked objective fills all of them;
+    the mixture objective only the four that use z_S. `P_F` and `elbo` carry no gradient."""
+
+    R_marg: Tensor
+    R_cross: Tensor
+    Q_S: Tensor
+    P_S: Tensor
+    R_comp: Tensor | None = None
+    R_full: Tensor | None = None
+    Q_F: Tensor | None = None
+    Q_SF: Tensor | None = None
+    P_F: Tensor | None = None
+    elbo: Tensor | None = None
+
+    def named(self) -> dict[str, Tensor]:
+        """The computed terms by name (the ELBO is reported on its own)."""
+        return {
+            spec.name: value
+            for spec in fields(self)
+            if spec.name != "elbo" and (value := getattr(self, spec.name)) is not None
+        }
+
+
+@dataclass
+class Latents:
+    """What both objectives share for one batch: cleaned inputs, the availability and
+    subset masks, the reconstruction weights, q(z|x_S) with its samples z_S, and (for the
+    masked objective) q(z|x) with its independent samples z_F."""
+
+    x: dict[str, Tensor]
+    avail: Tensor
+    subset_mask: Tensor
+    weights: Tensor
+    q_subset: Distribution
+    z_subset: Tensor
+    q_full: Distribution | None = None
+    z_full: Tensor | None = None
+
+    @property
+    def complement(self) -> Tensor:
+        return self.avail & ~self.subset_mask
+
+
+def draw_latents(
+    model: MultiModalVAE,
+    batch: Batch,
+    samples: int = 1,
+    subset_mask: Tensor | None = None,
+    subset_mode: str = "faithful",
+    reconstruction_weights: bool = True,
+    full: bool = True,
+) -> Latents:
+    """Sample S (unless `subset_mask` is given), encode once, run the aggregator with the
+    subset mask (and, with `full`, the availability mask in the same pass) and draw `samples`
+    reparameterised latents from each posterior. `reconstruction_weights=False` uses weight
+    1 for every modality (evaluation)."""
+    x = model.clean(batch)
+    avail = batch.avail.bool()
+    if subset_mask is None:
+        subset_mask = sample_subset_mask(avail, None, subset_mode)
+    subset_mask = subset_mask.bool() & avail
+    h = model.encode_features(x)
+    weights = model.reconstruction_weights
+    if not reconstruction_weights:
+        weights = torch.ones_like(weights)
+    q_full, z_full = None, None
+    if full:
+        q_full, q_subset = model.posterior_pair(h, avail, subset_mask)
+        z_full = q_full.rsample(samples)
+    else:
+        q_subset = model.posterior(h, subset_mask)
+    z_subset = q_subset.rsample(samples)
+    return Latents(x, avail, subset_mask, weights, q_subset, z_subset, q_full, z_full)
+
+
+def _masked_sum(log_probs: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
+    return torch.where(mask, log_probs * weights, 0.0).sum(-1)
+
+
+def masked_value(
+    latents: Latents,
+    reconstruct: Reconstruct,
+    prior_log_prob: PriorLogProb,
+    beta: float = 1.0,
+    stl: bool = True,
+) -> tuple[Tensor, ObjectiveTerms]:
+    """Per-sample masked objective `J [L, B]` and its terms, given the latents (which must
+    hold z_F and q(z|x)). Also, without gradient, P_F = log p(z_F) and the per-sample ELBO of
+    q(z|x) with β = 1 and reconstruction weights 1."""
+    q_full, z_full = latents.q_full, latents.z_full
+    if q_full is None or z_full is None:
+        raise ValueError("the masked objective needs q(z|x) and z_F: draw_latents(full=True)")
+    z_subset, weights = latents.z_subset, latents.weights
+    # One decoder pass over both latents: [2L, B, d] → [2L, B, M].
+    log_p = reconstruct(torch.cat([z_subset, z_full]))
+    log_p_subset, log_p_full = log_p.split([z_subset.shape[0], z_full.shape[0]])
+    q_subset = latents.q_subset
+    terms = ObjectiveTerms(
+        R_marg=_masked_sum(log_p_subset, latents.subset_mask, weights),
+        R_cross=_masked_sum(log_p_subset, latents.complement, weights),
+        Q_S=(q_subset.detached() if stl else q_subset).log_prob(z_subset),
+        P_S=prior_log_prob(z_subset),
+        R_comp=_masked_sum(log_p_full, latents.complement, weights),
+        R_full=_masked_sum(log_p_full, latents.avail, weights),
+        Q_F=(q_full.detached() if stl else q_full).log_prob(z_full),
+        Q_SF=q_subset.log_prob(z_full),
+    )
+    assert terms.R_comp is not None and terms.Q_F is not None and terms.Q_SF is not None
+    with torch.no_grad():
+        terms.P_F = prior_log_prob(z_full)
+        unit = torch.ones_like(weights)
+        terms.elbo = _masked_sum(log_p_full, latents.avail, unit) + terms.P_F - terms.Q_F
+    marginal = terms.R_marg + beta * (terms.P_S - terms.Q_S)
+    conditional = terms.R_comp + beta * (terms.Q_SF - terms.Q_F)
+    return marginal + conditional, terms
+
+
+def mixture_value(
+    latents: Latents,
+    reconstruct: Reconstruct,
+    prior_log_prob: PriorLogProb,
+    beta: float = 1.0,
+    stl: bool = True,
+) -> tuple[Tensor, ObjectiveTerms]:
+    """Per-sample mixture objective `J [L, B]` and its terms: every observed modality is
+    reconstructed from z_S ~ q(z|x_S)."""
+    z_subset, weights, q_subset = latents.z_subset, latents.weights, latents.q_subset
+    log_p_subset = reconstruct(z_subset)
+    terms = ObjectiveTerms(
+        R_marg=_masked_sum(log_p_subset, latents.subset_mask, weights),
+        R_cross=_masked_sum(log_p_subset, latents.complement, weights),
+        Q_S=(q_subset.detached() if stl else q_subset).log_prob(z_subset),
+        P_S=prior_log_prob(z_subset),
+    )
+    value = terms.R_marg + terms.R_cross + beta * (terms.P_S - terms.Q_S)
+    return value, terms
+
+
+@dataclass
 class ObjectiveOutput:
     """The loss to minimise, the per-example objective value, the ELBO when computed, and
     every term for logging."""
 
     loss: Tensor
     per_example: Tensor
-    terms: dict[str, Tensor]
+    terms: ObjectiveTerms
     subset_mask: Tensor
     #: the objective's name; its value is reported as `<name>_objective`
     objective: str
@@ -68,7 +220,7 @@ class ObjectiveOutput:
         }
         if self.elbo is not None:
             out["elbo"] = self.elbo.detach().mean()
-        out.update({name: value.detach().mean() for name, value in self.terms.items()})
+        out.update({name: value.detach().mean() for name, value in self.terms.named().items()})
         return out
 
     def logged(self) -> dict[str, float]:
@@ -76,66 +228,50 @@ class ObjectiveOutput:
         return {name: float(value) for name, value in self.logged_tensors().items()}
 
 
-def _masked_sum(log_probs: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
-    return torch.where(mask, log_probs * weights, 0.0).sum(-1)
+def _output(
+    objective: str, value: Tensor, terms: ObjectiveTerms, latents: Latents, elbo: Tensor | None
+) -> ObjectiveOutput:
+    """loss = Σ_b −logsumexp_l J; the reported value subtracts log L."""
+    best = torch.logsumexp(value, dim=0)
+    samples = value.shape[0]
+    return ObjectiveOutput(
+        -best.sum(),
+        best.detach() - math.log(samples),
+        terms,
+        latents.subset_mask,
+        objective,
+        None if elbo is None else elbo.mean(0),
+    )
 
 
-def bound_terms(
-    objective: str,
-    z_subset: Tensor,
-    z_full: Tensor | None,
-    q_full: Distribution | None,
-    q_subset: Distribution,
-    prior_log_prob: Callable[[Tensor], Tensor],
-    reconstruct: Reconstruct,
-    avail: Tensor,
-    subset_mask: Tensor,
-    weights: Tensor,
+@OBJECTIVES.register("masked")
+def masked_objective(
+    model: MultiModalVAE,
+    batch: Batch,
+    samples: int = 1,
     beta: float = 1.0,
     stl: bool = True,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-sample objective `J [L, B]` and its terms for given samples z_S (and z_F).
+    subset_mask: Tensor | None = None,
+    subset_mode: str = "faithful",
+    reconstruction_weights: bool = True,
+    elbo: bool = True,
+) -> ObjectiveOutput:
+    """The proposed objective E_S[L_S(x_S) + L_\\S(x)] with q(z|x_S) as the conditional prior.
 
-    The masked objective also returns, without gradient, P_F = log p(z_F) (not part of J)
-    and `elbo`, the per-sample ELBO of q(z|x) with β = 1 and reconstruction weights 1."""
-    avail, subset_mask = avail.bool(), subset_mask.bool()
-    complement = avail & ~subset_mask
-    q_subset_score = q_subset.detached() if stl else q_subset
-    terms: dict[str, Tensor] = {}
-    if objective == "mixture":
-        log_p_subset = reconstruct(z_subset)
-        terms["R_marg"] = _masked_sum(log_p_subset, subset_mask, weights)
-        terms["R_cross"] = _masked_sum(log_p_subset, complement, weights)
-        terms["Q_S"] = q_subset_score.log_prob(z_subset)
-        terms["P_S"] = prior_log_prob(z_subset)
-        value = terms["R_marg"] + terms["R_cross"] + beta * (terms["P_S"] - terms["Q_S"])
-        return value, terms
-    if objective != "masked":
-        raise ValueError(f"unknown objective {objective!r}")
-    assert z_full is not None and q_full is not None
-    # One decoder pass over both latents: [2L, B, d] → [2L, B, M].
-    log_p = reconstruct(torch.cat([z_subset, z_full]))
-    log_p_subset, log_p_full = log_p.split([z_subset.shape[0], z_full.shape[0]])
-    q_full_score = q_full.detached() if stl else q_full
-    terms["R_marg"] = _masked_sum(log_p_subset, subset_mask, weights)
-    terms["R_cross"] = _masked_sum(log_p_subset, complement, weights)
-    terms["R_comp"] = _masked_sum(log_p_full, complement, weights)
-    terms["R_full"] = _masked_sum(log_p_full, avail, weights)
-    terms["Q_S"] = q_subset_score.log_prob(z_subset)
-    terms["Q_F"] = q_full_score.log_prob(z_full)
-    terms["Q_SF"] = q_subset.log_prob(z_full)
-    terms["P_S"] = prior_log_prob(z_subset)
-    with torch.no_grad():
-        terms["P_F"] = prior_log_prob(z_full)
-        unit = torch.ones_like(weights)
-        terms["elbo"] = _masked_sum(log_p_full, avail, unit) + terms["P_F"] - terms["Q_F"]
-    marginal = terms["R_marg"] + beta * (terms["P_S"] - terms["Q_S"])
-    conditional = terms["R_comp"] + beta * (terms["Q_SF"] - terms["Q_F"])
-    return marginal + conditional, terms
+    Not a lower bound of log p(x): it can exceed it when q(z|x_S) differs from the average of
+    q(z|x) over the data sharing x_S. The ELBO of q(z|x) comes with it at no cost (`elbo` is
+    accepted for a common signature)."""
+    latents = draw_latents(
+        model, batch, samples, subset_mask, subset_mode, reconstruction_weights, full=True
+    )
+    value, terms = masked_value(
+        latents, _reconstruction(model, latents), model.prior.log_prob, beta, stl
+    )
+    return _output("masked", value, terms, latents, terms.elbo)
 
 
-def variational_objective(
-    objective: str,
+@OBJECTIVES.register("mixture")
+def mixture_objective(
     model: MultiModalVAE,
     batch: Batch,
     samples: int = 1,
@@ -146,88 +282,73 @@ def variational_objective(
     reconstruction_weights: bool = True,
     elbo: bool = False,
 ) -> ObjectiveOutput:
-    """Sample S, run the aggregator with both masks, and evaluate the chosen objective.
-
-    `reconstruction_weights=False` uses weight 1 for every modality (evaluation). The ELBO
-    of q(z|x) comes free with the masked objective; the mixture objective computes it (with
-    its own draw z_F ~ q(z|x), without gradient) only when `elbo=True`.
-    """
-    x = model.clean(batch)
-    avail = batch.avail.bool()
-    if subset_mask is None:
-        subset_mask = sample_subset_mask(avail, None, subset_mode)
-    subset_mask = subset_mask.bool() & avail
-    h = model.encode_features(x)
-    weights = (
-        model.reconstruction_weights
-        if reconstruction_weights
-        else torch.ones_like(model.reconstruction_weights)
+    """The mixture-based objective: reconstruct every observed modality from z ~ q(z|x_S).
+    With β = 1 and reconstruction weights 1 it is a lower bound of log p(x) for every S.
+    `elbo=True` also computes the ELBO of q(z|x), from its own draw z_F, without gradient."""
+    latents = draw_latents(
+        model, batch, samples, subset_mask, subset_mode, reconstruction_weights, full=False
     )
-
-    def reconstruct(z: Tensor) -> Tensor:
-        return model.reconstruction_log_probs(z, x)
-
-    if objective == "masked":
-        q_full, q_subset = model.posterior_pair(h, avail, subset_mask)
-        z_full = q_full.rsample(samples)
-    else:
-        q_full, q_subset, z_full = None, model.posterior(h, subset_mask), None
-    z_subset = q_subset.rsample(samples)
-    value, terms = bound_terms(
-        objective,
-        z_subset,
-        z_full,
-        q_full,
-        q_subset,
-        model.prior.log_prob,
-        reconstruct,
-        avail,
-        subset_mask,
-        weights,
-        beta,
-        stl,
+    value, terms = mixture_value(
+        latents, _reconstruction(model, latents), model.prior.log_prob, beta, stl
     )
-    elbo_samples = terms.pop("elbo", None)
-    if elbo_samples is None and elbo:
+    elbo_samples = None
+    if elbo:
         with torch.no_grad():
-            elbo_samples = full_elbo(model, x, h, avail, samples)
-    best = torch.logsumexp(value, dim=0)
-    return ObjectiveOutput(
-        -best.sum(),
-        best.detach() - math.log(samples),
-        terms,
-        subset_mask,
-        objective,
-        None if elbo_samples is None else elbo_samples.mean(0),
-    )
+            elbo_samples = full_elbo(model, latents.x, latents.avail, samples)
+    return _output("mixture", value, terms, latents, elbo_samples)
+
+
+def _reconstruction(model: MultiModalVAE, latents: Latents) -> Reconstruct:
+    def reconstruct(z: Tensor) -> Tensor:
+        return model.reconstruction_log_probs(z, latents.x)
+
+    return reconstruct
 
 
 def full_elbo(
-    model: MultiModalVAE, x: dict[str, Tensor], h: Tensor, avail: Tensor, samples: int = 1
+    model: MultiModalVAE, x: dict[str, Tensor], avail: Tensor, samples: int = 1
 ) -> Tensor:
     """Per-sample ELBO of the full encoder `[L, B]`: with z_F ~ q(z|x),
     Σ_s a_s log p(x_s | z_F) + log p(z_F) − log q(z_F | x), β = 1 and weights 1. Its mean
     is a lower bound of log p(x_obs) for any encoder."""
-    q_full = model.posterior(h, avail)
+    q_full = model.posterior(model.encode_features(x), avail)
     z_full = q_full.rsample(samples)
     log_p = torch.where(avail, model.reconstruction_log_probs(z_full, x), 0.0).sum(-1)
     return log_p + model.prior.log_prob(z_full) - q_full.log_prob(z_full)
 
 
-@OBJECTIVES.register("masked")
-def masked_objective(model: MultiModalVAE, batch: Batch, **options: object) -> ObjectiveOutput:
-    """The proposed objective E_S[L_S(x_S) + L_\\S(x)] with q(z|x_S) as the conditional prior.
+class ObjectiveModule(nn.Module):
+    """The training step's forward pass: `model` under one objective, chosen when the
+    module is built, with its options (L, β, STL, subset sampling). DDP wraps this module,
+    so its gradient hooks see the whole computation; checkpoints save `module.model`."""
 
-    Not a lower bound of log p(x): it can exceed it when q(z|x_S) differs from the average of
-    q(z|x) over the data sharing x_S."""
-    return variational_objective("masked", model, batch, **options)
+    def __init__(
+        self,
+        model: MultiModalVAE,
+        objective: str,
+        samples: int = 1,
+        beta: float = 1.0,
+        stl: bool = True,
+        subset_mode: str = "faithful",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.objective_fn: Objective = OBJECTIVES.get(objective)
+        self.samples = samples
+        self.beta = beta
+        self.stl = stl
+        self.subset_mode = subset_mode
 
-
-@OBJECTIVES.register("mixture")
-def mixture_objective(model: MultiModalVAE, batch: Batch, **options: object) -> ObjectiveOutput:
-    """The mixture-based objective: reconstruct every observed modality from z ~ q(z|x_S).
-    With β = 1 and reconstruction weights 1 it is a lower bound of log p(x) for every S."""
-    return variational_objective("mixture", model, batch, **options)
+    def forward(self, batch: Batch) -> ObjectiveOutput:
+        return self.objective_fn(
+            self.model,
+            batch,
+            samples=self.samples,
+            beta=self.beta,
+            stl=self.stl,
+            subset_mode=self.subset_mode,
+        )
 
 
 @dataclass

@@ -33,7 +33,7 @@ def test_experiment_writes_json(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert set(result["mcc"]) == {"weak_in", "weak_out", "strong_in", "strong_out"}
     assert result["steps"] == 5
-    assert result["settings"]["num_components"] == 5
+    assert result["settings"]["components"] == 5
 
 
 def test_linear_gaussian_run_prints_table_se_poe_mode_and_verdict(
@@ -70,8 +70,8 @@ def test_linear_gaussian_run_prints_table_se_poe_mode_and_verdict(
         (["experiment", "linear-gaussian", "--objective", "elbo"], "Known: masked, mixture"),
         (["experiment", "nope"], "invalid choice"),
         (["experiment", "ivae-bimodal", "--aggregator", "poe"], "single-component prior"),
-        (["experiment", "linear-gaussian", "--batch-size", "0"], "batch-size must be at least 1"),
-        (["experiment", "linear-gaussian", "--lr", "-1"], "learning rate must be positive"),
+        (["experiment", "linear-gaussian", "--batch-size", "0"], "data.batch_size must be a positive integer"),
+        (["experiment", "linear-gaussian", "--lr", "-1"], "optim.lr must be positive"),
         (["experiment", "linear-gaussian", "--init", "jax"], "invalid choice"),
     ],
 )

@@ -59,7 +59,7 @@ def test_help_and_argument_errors_import_no_heavy_library(argv: list[str]) -> No
 
 def test_experiment_names_in_the_parser_match_the_experiments() -> None:
     from mmtrain.commands import EXPERIMENT_NAMES
-    from mmtrain.experiments import EXPERIMENTS
+    from mmtrain.paper import EXPERIMENTS
 
     assert tuple(EXPERIMENT_NAMES) == tuple(EXPERIMENTS)
 

@@ -11,15 +11,12 @@ import torch
 from scipy import stats
 from torch import nn
 
-from mmtrain import experiments
-from mmtrain.batch import Batch
+from mmtrain import factory
 from mmtrain.config import config_from_dict
 from mmtrain.errors import ConfigError
-from mmtrain.experiments import ExperimentData, ExperimentSettings, build_model
 from mmtrain.nets import MLP, TRUNCATED_NORMAL_STD, fan_in, initialise, lecun_normal_
 from mmtrain.priors import MixturePrior
 from mmtrain.registry import AGGREGATORS, MODALITIES
-from mmtrain.train import loop
 
 
 def test_truncated_normal_constant_is_the_std_of_the_truncated_draw() -> None:
@@ -145,48 +142,36 @@ def test_mixture_prior_table_follows_flax_embed() -> None:
     assert torch.equal(prior.prior_logits, torch.ones(2000))
 
 
-def _tiny_data() -> ExperimentData:
-    x = {"a": torch.randn(8, 5), "b": torch.randn(8, 4)}
-    return ExperimentData(
-        Batch(x, torch.ones(8, 2, dtype=torch.bool)), None, dict.fromkeys(x, "normal")
-    )
-
-
-def test_experiment_builder_applies_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _tiny_data()
-
-    def built(init: str) -> dict[str, torch.Tensor]:
-        settings = ExperimentSettings.defaults(
-            "ivae-multimodal", "self_attention", hidden=16, init=init
-        )
-        torch.manual_seed(0)
-        return build_model(settings, data).state_dict()
-
-    flax, torch_default = built("flax"), built("torch")
-    monkeypatch.setattr(experiments, "initialise", lambda module, scheme: module)
-    untouched = built("torch")
-    assert all(torch.equal(torch_default[k], v) for k, v in untouched.items())
-    bias_keys = [k for k in flax if k.endswith(".bias") and "norm" not in k]
-    assert all(torch.equal(flax[k], torch.zeros_like(flax[k])) for k in bias_keys)
-    assert any(torch_default[k].abs().sum() > 0 for k in bias_keys)
-    with pytest.raises(ConfigError, match="initialisation"):
-        ExperimentSettings.defaults("linear-gaussian", init="jax")
-
-
-def test_training_loop_builder_applies_model_init() -> None:
+def test_the_factory_applies_model_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model.init: torch` leaves PyTorch's layer defaults untouched; `flax` zeroes every
+    bias (the self-attention aggregator's attention layers included)."""
     plugins = {
         "a": MODALITIES.get("vector")(shape=(5,)),
         "b": MODALITIES.get("label")(num_classes=3),
     }
 
-    def biases(init: str) -> list[torch.Tensor]:
-        config = config_from_dict({"model": {"latent_dim": 3, "feature_dim": 8, "init": init}})
+    def built(init: str) -> dict[str, torch.Tensor]:
+        config = config_from_dict(
+            {
+                "model": {
+                    "aggregator": "self_attention",
+                    "aggregator_width": 16,
+                    "latent_dim": 3,
+                    "feature_dim": 8,
+                    "init": init,
+                }
+            }
+        )
         torch.manual_seed(0)
-        model = loop.build_model(config, plugins)
-        return [m.bias for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None]
+        return factory.build_model(config.model, plugins).state_dict()
 
-    assert all(torch.equal(b, torch.zeros_like(b)) for b in biases("flax"))
-    assert all(b.abs().sum() > 0 for b in biases("torch"))
+    flax, torch_default = built("flax"), built("torch")
+    monkeypatch.setattr(factory, "initialise", lambda module, scheme: module)
+    untouched = built("torch")
+    assert all(torch.equal(torch_default[k], v) for k, v in untouched.items())
+    bias_keys = [k for k in flax if k.endswith(".bias") and "norm" not in k]
+    assert bias_keys and all(torch.equal(flax[k], torch.zeros_like(flax[k])) for k in bias_keys)
+    assert any(torch_default[k].abs().sum() > 0 for k in bias_keys)
     with pytest.raises(ConfigError, match="model.init"):
         config_from_dict({"model": {"init": "jax"}})
 

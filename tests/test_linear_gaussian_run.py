@@ -13,22 +13,22 @@ no consistent masked/mixture order; this test accepted a 7-nat gap before.)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mmtrain.experiments import (
-    ExperimentSettings,
-    TrainedExperiment,
-    evaluate,
-    run_experiment,
-    train_experiment,
-)
+from mmtrain.batch import Batch
+from mmtrain.bundle import load
+from mmtrain.config import TrainConfig
+from mmtrain.model import MultiModalVAE
 from mmtrain.objectives import importance_sampling
+from mmtrain.paper import ExperimentOptions, experiment_config, experiment_splits, run_experiment
 
 
-def settings(objective: str, **overrides: object) -> ExperimentSettings:
+def settings(objective: str, output: Path, **overrides: object) -> TrainConfig:
     options: dict[str, object] = {
         "objective": objective,
         "modalities": 2,
@@ -38,24 +38,36 @@ def settings(objective: str, **overrides: object) -> ExperimentSettings:
         "lr": 3e-3,
         "is_samples": 50,
         "seed": 1,
+        "aggregator": "sum_pooling",
+        "output_dir": str(output),
     }
-    return ExperimentSettings.defaults("linear-gaussian", "sum_pooling", **(options | overrides))
+    return experiment_config("linear-gaussian", ExperimentOptions(**(options | overrides)))
+
+
+@dataclass
+class Trained:
+    """A finished run: its config, result, model (from its checkpoint) and training rows."""
+
+    config: TrainConfig
+    result: dict[str, object]
+    model: MultiModalVAE
+    data: Batch
 
 
 @pytest.fixture(scope="module")
-def trained() -> dict[str, TrainedExperiment]:
-    return {
-        objective: train_experiment(settings(objective), progress=False)
-        for objective in ("masked", "mixture")
-    }
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
+    out = {}
+    for objective in ("masked", "mixture"):
+        config = settings(objective, tmp_path_factory.mktemp(objective))
+        result = run_experiment("linear-gaussian", config, progress=False)
+        model = load(str(result["output_dir"])).eval()
+        out[objective] = Trained(config, result, model, experiment_splits(config)["train"])
+    return out
 
 
 @pytest.fixture(scope="module")
-def runs(trained: dict[str, TrainedExperiment]) -> dict[str, dict[str, object]]:
-    return {
-        objective: evaluate(run.model, run.data, settings(objective))
-        for objective, run in trained.items()
-    }
+def runs(trained: dict[str, Trained]) -> dict[str, dict[str, object]]:
+    return {objective: run.result for objective, run in trained.items()}
 
 
 def test_mle_dominates_true_parameters(runs: dict[str, dict[str, object]]) -> None:
@@ -91,7 +103,7 @@ def test_mixture_objective_below_masked(runs: dict[str, dict[str, object]]) -> N
     assert runs["mixture"]["mixture_objective"] < runs["masked"]["masked_objective"] - 1.5
 
 
-def _brute_force_log_density(run: TrainedExperiment) -> torch.Tensor:
+def _brute_force_log_density(run: Trained) -> torch.Tensor:
     """log N(x; b, W Wᵀ + diag σ²) in float64 from the decoders' own parameters."""
     model = run.model
     weights, offsets, variances = [], [], []
@@ -107,12 +119,12 @@ def _brute_force_log_density(run: TrainedExperiment) -> torch.Tensor:
     # the paper's setting: fixed log-scale 0, minimum 1e-3
     assert torch.allclose(variance, torch.full_like(variance, (1 + 1e-3) ** 2))
     covariance = w @ w.T + torch.diag(variance)
-    x = torch.cat([torch.as_tensor(v, dtype=torch.float64) for v in run.data.linear.x], 1)
+    x = torch.cat([run.data.x[name].double() for name in model.modality_names], 1)
     return torch.distributions.MultivariateNormal(b, covariance).log_prob(x)
 
 
 def test_exact_ll_is_the_models_own_log_density(
-    trained: dict[str, TrainedExperiment], runs: dict[str, dict[str, object]]
+    trained: dict[str, Trained], runs: dict[str, dict[str, object]]
 ) -> None:
     for objective, run in trained.items():
         brute = _brute_force_log_density(run)
@@ -123,7 +135,7 @@ def test_exact_ll_is_the_models_own_log_density(
 
 
 def test_exact_ll_agrees_with_large_sample_importance_sampling(
-    trained: dict[str, TrainedExperiment],
+    trained: dict[str, Trained],
 ) -> None:
     """20 examples, 20 000 importance samples each: the mean IS estimate is within three
     (Monte-Carlo) standard errors of the exact value (its bias, ≈ se²/2 per example, is far
@@ -131,8 +143,7 @@ def test_exact_ll_agrees_with_large_sample_importance_sampling(
     run = trained["masked"]
     rows = torch.arange(20)
     exact = _brute_force_log_density(run)[rows]
-    batch = run.data.train
-    sub = type(batch)({k: v[rows] for k, v in batch.x.items()}, batch.avail[rows])
+    sub = run.data.take(rows)
     torch.manual_seed(0)
     estimate = importance_sampling(run.model.eval(), sub, 20000, chunk_size=2000)
     mean_se = estimate.combined_stderr()
@@ -142,8 +153,9 @@ def test_exact_ll_agrees_with_large_sample_importance_sampling(
     assert np.isfinite(estimate.stderr.numpy()).all() and math.isfinite(difference)
 
 
-def test_result_keys() -> None:
-    result = run_experiment(settings("masked", steps=2, num_examples=500), progress=False)
+def test_result_keys(tmp_path: Path) -> None:
+    config = settings("masked", tmp_path, steps=2, num_examples=500)
+    result = run_experiment("linear-gaussian", config, progress=False)
     for key in (
         "exact_ll",
         "exact_ll_reference_quirk",

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mmtrain.batch import Batch
 from mmtrain.errors import ConfigError, DataError
 from mmtrain.modality import Modality, create_modality
 from mmtrain.registry import MODALITIES
@@ -95,17 +94,17 @@ def test_vector_preview() -> None:
 
 
 def test_experiment_architectures_are_unchanged() -> None:
-    from mmtrain.experiments import ExperimentData, ExperimentSettings, build_model, make_data
+    """The paper's configs (configs/paper/*.yaml) build the scripts' networks."""
+    from mmtrain.data.loader import build_loader
+    from mmtrain.factory import build_model
     from mmtrain.likelihoods import CategoricalLikelihood
     from mmtrain.nets import MLP
+    from mmtrain.paper import ExperimentOptions, experiment_config
 
     def model_for(name: str):
-        settings = ExperimentSettings.defaults(name, num_examples=300, batch_size=100)
-        if name != "ivae-multimodal":
-            return build_model(settings, make_data(settings))
-        shapes = {f"x{i}": torch.zeros(2, 25) for i in range(1, 5)}  # its data take seconds
-        batch = Batch(shapes, torch.ones(2, 4, dtype=torch.bool))
-        return build_model(settings, ExperimentData(batch, None, dict.fromkeys(shapes, "normal")))
+        small = ["data.options.condition_samples=200"] if name == "ivae-multimodal" else []
+        config = experiment_config(name, ExperimentOptions(num_examples=300), small)
+        return build_model(config.model, build_loader(config.data).plugins)
 
     linear = model_for("linear-gaussian")
     for modality in linear.modalities.values():

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from mmtrain.distributions import Diagonal, log_density
-from mmtrain.objectives import bound_terms, masked_objective, mixture_objective
+from mmtrain.objectives import (
+    Latents,
+    masked_objective,
+    masked_value,
+    mixture_objective,
+    mixture_value,
+)
 from mmtrain.priors import FixedPrior
 
 X = torch.tensor([0.3, 1.7], dtype=torch.float64)
@@ -28,6 +34,24 @@ LOG_P_X = -2.5135442649
 LOG_P_X1 = -1.1516710873
 LOG_P_X2_GIVEN_X1 = -1.3618731777
 J_MIX_S1 = -2.7822762871
+
+
+def bound_terms(
+    objective: str,
+    z_subset: torch.Tensor,
+    z_full: torch.Tensor,
+    q_full: Diagonal,
+    q_subset: Diagonal,
+    prior_log_prob,  # noqa: ANN001
+    reconstruct,  # noqa: ANN001
+    avail: torch.Tensor,
+    subset_mask: torch.Tensor,
+    weights: torch.Tensor,
+):  # noqa: ANN201
+    """`masked_value` / `mixture_value` on given samples and posteriors."""
+    latents = Latents({}, avail, subset_mask & avail, weights, q_subset, z_subset, q_full, z_full)
+    value_fn = masked_value if objective == "masked" else mixture_value
+    return value_fn(latents, reconstruct, prior_log_prob)
 
 
 def toy_reconstruct(z: torch.Tensor) -> torch.Tensor:
@@ -94,8 +118,8 @@ def test_masked_halves_are_marginal_and_conditional() -> None:
         torch.tensor([[True, False]]),
         torch.ones(2),
     )
-    marginal = terms["R_marg"] - terms["Q_S"] + terms["P_S"]
-    conditional = terms["R_comp"] - terms["Q_F"] + terms["Q_SF"]
+    marginal = terms.R_marg - terms.Q_S + terms.P_S
+    conditional = terms.R_comp - terms.Q_F + terms.Q_SF
     assert marginal.item() == pytest.approx(LOG_P_X1, abs=1e-6)
     assert conditional.item() == pytest.approx(LOG_P_X2_GIVEN_X1, abs=1e-6)
 
@@ -172,7 +196,7 @@ def test_objective_terms_and_loss(objective) -> None:
     out = objective(model, batch, samples=3)
     assert out.loss.shape == ()
     assert torch.isfinite(out.loss)
-    for value in out.terms.values():
+    for value in out.terms.named().values():
         assert value.shape == (3, 5)
     # Training loss: −Σ_b logsumexp_l J (no −log L); reported value: logsumexp − log L.
     assert out.loss.item() == pytest.approx(-(out.per_example + math.log(3)).sum().item())
@@ -188,8 +212,8 @@ def test_full_subset_makes_conditional_term_zero() -> None:
     model = tiny_model()
     batch = random_batch(model, 4, seed=2)
     out = masked_objective(model, batch, subset_mask=batch.avail.clone())
-    assert torch.allclose(out.terms["Q_SF"], out.terms["Q_F"])
-    assert torch.all(out.terms["R_comp"] == 0)
+    assert torch.allclose(out.terms.Q_SF, out.terms.Q_F)
+    assert torch.all(out.terms.R_comp == 0)
 
 
 def test_reported_objective_is_average_for_one_sample_and_subtracts_log_l() -> None:
@@ -206,10 +230,10 @@ def test_reported_objective_is_average_for_one_sample_and_subtracts_log_l() -> N
     many = masked_objective(model, batch, samples=8, subset_mask=subset)
     j = (
         sum(
-            many.terms[name] * sign
+            getattr(many.terms, name) * sign
             for name, sign in (("R_marg", 1), ("P_S", 1), ("Q_S", -1), ("R_comp", 1), ("Q_SF", 1))
         )
-        - many.terms["Q_F"]
+        - many.terms.Q_F
     )
     assert torch.allclose(many.per_example, torch.logsumexp(j, 0) - math.log(8))
     assert (many.per_example <= j.max(0).values + 1e-9).all()
@@ -231,8 +255,8 @@ def test_elbo_equals_log_evidence_for_exact_posterior(z: float) -> None:
         torch.tensor([[True, False]]),
         torch.tensor([0.5, 3.0]),  # reconstruction weights do not enter the ELBO
     )
-    assert terms["elbo"].item() == pytest.approx(LOG_P_X, abs=1e-9)
-    assert not terms["elbo"].requires_grad
+    assert terms.elbo.item() == pytest.approx(LOG_P_X, abs=1e-9)
+    assert not terms.elbo.requires_grad
 
 
 def test_elbo_gap_is_kl_to_posterior() -> None:
@@ -254,7 +278,7 @@ def test_elbo_gap_is_kl_to_posterior() -> None:
         torch.tensor([[True, False]]),
         torch.ones(2),
     )
-    elbo = terms["elbo"][:, 0]
+    elbo = terms.elbo[:, 0]
     gap = kl_normal(q.loc.item(), q.scale.item() ** 2, full.loc.item(), full.scale.item() ** 2)
     stderr = elbo.std().item() / math.sqrt(elbo.numel())
     assert gap > 0.05

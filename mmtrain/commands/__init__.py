@@ -5,5 +5,5 @@ importing torch, SciPy, scikit-learn or datasets): the modules import what a com
 inside `run`, and names the parser offers as choices are listed here.
 """
 
-#: `mmtrain.experiments.EXPERIMENTS`, without importing it (a test keeps the two equal)
+#: `mmtrain.paper.EXPERIMENTS`, without importing it (a test keeps the two equal)
 EXPERIMENT_NAMES = ("linear-gaussian", "ivae-bimodal", "ivae-multimodal")

@@ -91,6 +91,8 @@ class DataConfig:
     hub_config: str | None = None
     hub_revision: str | None = None
     format: Literal["parquet", "arrow", "json"] | None = None
+    in_memory: bool = False
+    modality_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():

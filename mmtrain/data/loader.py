@@ -30,7 +30,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import datasets
@@ -75,6 +75,13 @@ def resolve_modalities(
             "default mapping; map columns to modalities, e.g. modalities: {image: {column: "
             "img, kind: image, options: {channels: 3, height: 32, width: 32}}}"
         )
+    if config.modality_options:
+        modalities = {
+            name: replace(
+                spec, options={**config.modality_options.get(spec.kind, {}), **spec.options}
+            )
+            for name, spec in modalities.items()
+        }
     labels = config.label_columns
     if labels is None:
         labels = source.default_label_columns() if not config.modalities else ()
@@ -683,9 +690,16 @@ class BatchLoader:
         self.world_size = world_size
         self.initial_presence = presence
         decoder = Decoder(source, modalities, plugins, label_columns, config.on_bad_row)
-        rows = open_stream(base, config, rank, world_size)
-        self.stream = BatchStream(rows, decoder, config.batch_size, config.drop_last)
-        workers = config.num_workers
+        if config.in_memory:
+            # Every rank reads the whole split once, in file order; epochs are then drawn
+            # from memory (`_memory_items`) and split between ranks there.
+            rows = open_stream(base, config.replace(shuffle=False), 0, 1)
+            self.stream = BatchStream(rows, decoder, config.read_rows, False)
+        else:
+            rows = open_stream(base, config, rank, world_size)
+            self.stream = BatchStream(rows, decoder, config.batch_size, config.drop_last)
+        self.memory: Batch | None = None
+        workers = 0 if config.in_memory else config.num_workers
         self.dataloader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
             self.stream,
             batch_size=None,
@@ -722,7 +736,8 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         stats = EpochStats(self.epoch, self.rank, present=dict.fromkeys(self.modalities, 0))
         self.stats = stats
-        for item in self.dataloader:
+        items = self._memory_items() if self.config.in_memory else self.dataloader
+        for item in items:
             if item.error is not None:
                 raise DataError(item.error)
             stats.skipped_rows += item.skipped
@@ -761,6 +776,36 @@ class BatchLoader:
                 self.source.name,
                 stats.bad_rows[0] if stats.bad_rows else "?",
             )
+
+    def _memory_items(self) -> Iterator[LoaderItem]:
+        """An epoch drawn from the rows in memory (`data.in_memory`): a permutation seeded
+        by (data.seed, epoch), the same on every rank; rank r takes every world-th row of
+        it, cut into batches of `batch_size` (the remainder dropped with `drop_last`). The
+        first epoch also reports the rows skipped while reading."""
+        skipped, notes = 0, []
+        if self.memory is None:
+            parts = []
+            for item in self.dataloader:
+                if item.error is not None:
+                    raise DataError(item.error)
+                skipped += item.skipped
+                notes += item.notes
+                if item.batch is not None:
+                    parts.append(item.batch)
+            if not parts:
+                yield LoaderItem(None, skipped, notes)
+                return
+            self.memory = Batch.cat(parts)
+        seed = np.random.SeedSequence([self.config.seed, self.epoch]).generate_state(1)[0]
+        order = torch.randperm(self.memory.size, generator=torch.Generator().manual_seed(int(seed)))
+        mine = order[self.rank :: self.world_size]
+        size = self.config.batch_size
+        end = len(mine) - len(mine) % size if self.config.drop_last else len(mine)
+        for start in range(0, end, size):
+            yield LoaderItem(self.memory.take(mine[start : start + size]), skipped, notes)
+            skipped, notes = 0, []
+        if skipped or notes:
+            yield LoaderItem(None, skipped, notes)
 
     def metrics(self) -> dict[str, float]:
         """Numbers to log for the current (or last) epoch under `data/`."""

@@ -1,7 +1,7 @@
 """`run_compare`: train and evaluate a grid aggregator × objective × seed and summarise it in
 one paper-shaped table (mean ± std over seeds) as markdown and CSV, with a plot.
 
-The three simulated experiments run through `mmtrain.experiments.run_experiment` (data in
+The three simulated experiments run through `mmtrain.paper.run_experiment` (data in
 memory, the scripts' models and metrics). `digits` (or any YAML config given with
 `--config`) runs the training loop and then `mmtrain eval` on each run; the coherence
 classifiers are trained once and shared by every cell.
@@ -26,8 +26,8 @@ from typing import Any
 from mmtrain.config import TrainConfig, config_from_dict, load_config
 from mmtrain.errors import ConfigError
 from mmtrain.evaluation.runner import EvalOptions, _finite, evaluate_checkpoint
-from mmtrain.experiments import EXPERIMENTS, ExperimentSettings, run_experiment
 from mmtrain.nets import check_init_scheme
+from mmtrain.paper import EXPERIMENTS
 from mmtrain.registry import AGGREGATORS, OBJECTIVES
 
 #: experiments run through the training loop and `mmtrain eval`
@@ -183,9 +183,17 @@ def simulated_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 def run_simulated_cell(settings: CompareSettings, cell: Cell) -> dict[str, Any]:
-    experiment = ExperimentSettings.defaults(
-        settings.experiment,
-        cell.aggregator,
+    """One cell of a simulated experiment: its paper config with the cell's aggregator,
+    objective and seed, the aggregator's component limit respected (PoE: K = 1)."""
+    from mmtrain.paper import ExperimentOptions, experiment_config, run_experiment
+
+    components = None
+    limit = AGGREGATORS.get(cell.aggregator).max_components
+    if limit is not None:
+        base = experiment_config(settings.experiment)
+        components = min(base.model.prior.components, limit)
+    options = ExperimentOptions(
+        aggregator=cell.aggregator,
         objective=cell.objective,
         seed=cell.seed,
         steps=settings.steps,
@@ -193,10 +201,11 @@ def run_simulated_cell(settings: CompareSettings, cell: Cell) -> dict[str, Any]:
         modalities=settings.modalities,
         lr=settings.lr,
         init=settings.init,
-        # PoE needs a single-component prior (SPEC §3.2); the iVAE scripts use K = 5.
-        num_components=1 if cell.aggregator == "poe" else None,
+        components=components,
+        output_dir=str(settings.out / "runs" / cell.key),
     )
-    result = run_experiment(experiment, progress=settings.progress)
+    config = experiment_config(settings.experiment, options)
+    result = run_experiment(settings.experiment, config, progress=settings.progress)
     return {"metrics": simulated_metrics(result), "result": result}
 
 

@@ -17,13 +17,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
 
 from mmtrain import ops
+from mmtrain.batch import Batch
 from mmtrain.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -37,13 +40,16 @@ from mmtrain.checkpoint import (
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.data.loader import BatchLoader, build_loader
 from mmtrain.errors import CheckpointError, ConfigError, MMTrainError
-from mmtrain.modality import ModalityPlugin
+from mmtrain.factory import build_model, check_compatible, model_signature, plugin_provenance
 from mmtrain.model import MultiModalVAE
-from mmtrain.nets import initialise
-from mmtrain.objectives import combined_stderr, importance_sampling, objective_key
+from mmtrain.objectives import (
+    ObjectiveModule,
+    combined_stderr,
+    importance_sampling,
+    objective_key,
+)
 from mmtrain.optim import build_optimizer, postprocess_gradients
-from mmtrain.priors import build_prior
-from mmtrain.registry import AGGREGATORS, OBJECTIVES
+from mmtrain.registry import OBJECTIVES
 from mmtrain.train import rundir
 
 #: a checkpoint callback for launchers (Ray): (metrics, checkpoint directory or None)
@@ -110,32 +116,6 @@ class InterruptFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-def build_model(config: TrainConfig, plugins: dict[str, ModalityPlugin]) -> MultiModalVAE:
-    """The model of a config: plugin networks, the aggregator, the prior, initialised with
-    `model.init`."""
-    cfg = config.model
-    aggregator_cls = AGGREGATORS.get(cfg.aggregator)
-    OBJECTIVES.get(cfg.objective)
-    latent = cfg.latent_dim
-    feature_dim = aggregator_cls.required_feature_dim(latent) or cfg.feature_dim
-    components = cfg.prior.components
-    modalities = {name: plugin.build(feature_dim, latent) for name, plugin in plugins.items()}
-    try:
-        aggregator = aggregator_cls(
-            feature_dim,
-            latent,
-            components,
-            cfg.posterior_family,
-            cfg.min_scale,
-            **cfg.aggregator_options,
-        )
-    except TypeError as error:
-        raise ConfigError(f"model.aggregator_options for {cfg.aggregator}: {error}") from None
-    prior = build_prior(latent, components, cfg.prior.family, learned=cfg.prior.kind == "mixture")
-    model = MultiModalVAE(modalities, aggregator, prior, cfg.reconstruction_weights)
-    return initialise(model, cfg.init)
-
-
 def learning_rate_factor(step: int, config: TrainConfig, total_steps: int | None) -> float:
     """Linear warm-up, then constant, cosine or linear decay to `min_lr_ratio`."""
     optim = config.optim
@@ -149,59 +129,6 @@ def learning_rate_factor(step: int, config: TrainConfig, total_steps: int | None
     if optim.schedule == "cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     return floor + (1 - floor) * (1 - progress)
-
-
-def model_signature(config: TrainConfig, loader: BatchLoader) -> dict[str, Any]:
-    """What a checkpoint must agree on to be loaded into this run's model."""
-    return {
-        "modalities": {
-            name: {
-                "kind": spec.kind,
-                "options": _plugin_options(loader.plugins[name], spec.options),
-            }
-            for name, spec in loader.modalities.items()
-        },
-        "event_shapes": {k: list(v) for k, v in loader.event_shapes.items()},
-        "aggregator": config.model.aggregator,
-        "aggregator_options": config.model.aggregator_options,
-        "latent_dim": config.model.latent_dim,
-        "feature_dim": config.model.feature_dim,
-        "prior": {
-            "kind": config.model.prior.kind,
-            "components": config.model.prior.components,
-            "family": config.model.prior.family,
-        },
-        "posterior_family": config.model.posterior_family,
-    }
-
-
-def _plugin_options(plugin: ModalityPlugin, fallback: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return json.loads(json.dumps(plugin.options()))
-    except NotImplementedError:
-        return dict(fallback)
-
-
-def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    differences = [
-        f"{key}: checkpoint {saved.get(key)!r} vs config {value!r}"
-        for key, value in current.items()
-        if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(value))
-    ]
-    if differences:
-        raise CheckpointError(
-            f"checkpoint {path} was written for another model; " + "; ".join(differences[:3])
-        )
-
-
-def plugin_provenance(signature: dict[str, Any], objective: str) -> dict[str, Any]:
-    """Registry names and package versions of every plugin the model uses."""
-    from mmtrain.registry import provenance
-
-    kinds = {spec["kind"] for spec in signature["modalities"].values()}
-    return provenance(
-        {"modality": kinds, "aggregator": [signature["aggregator"]], "objective": [objective]}
-    )
 
 
 @dataclass
@@ -301,21 +228,22 @@ def evaluate(
 ) -> dict[str, float]:
     """On held-out batches: the training objective (random S drawn as in training,
     `model.subset_mode`; L = 1; reconstruction weights 1, which are a training device only),
-    the ELBO of q(z|x) (when the objective computes it), and the importance-sampled
-    log-likelihood with its Monte-Carlo standard error. In a multi-process run the logged
-    standard error is the mean of the ranks' own, an upper bound of the overall one."""
+    the ELBO of q(z|x), and the importance-sampled log-likelihood with its Monte-Carlo
+    standard error. In a multi-process run the logged standard error is the mean of the
+    ranks' own, an upper bound of the overall one."""
     was_training = model.training
     model.eval()
     objective = config.model.objective
+    objective_fn = OBJECTIVES.get(objective)
     value, elbo, log_lik, count = 0.0, 0.0, 0.0, 0
     errors, elbo_missing = [], False
     for index, batch in enumerate(loader):
         if index >= config.train.eval_batches:
             break
         batch = batch.to(device)
-        out = model(
+        out = objective_fn(
+            model,
             batch,
-            objective,
             samples=1,
             beta=config.model.beta,
             subset_mode=config.model.subset_mode,
@@ -361,261 +289,356 @@ def train(
     is started over in place. Ctrl-C stops after the current step with a checkpoint of it
     (`TrainingInterrupted`); a second Ctrl-C stops at once."""
     with ExitStack() as cleanup:
-        return _train(config, resume, reporter, progress, overwrite, run_id, cleanup)
+        run = _Run.start(config, resume, overwrite, run_id, reporter, progress, cleanup)
+        for batch in run.batches():
+            if not run.train_step(batch):
+                continue  # a skipped non-finite step, or a micro-step of accumulation
+            run.step += 1
+            run.bar.update(1)
+            if run.due(config.train.log_every) or run.step == run.total_steps:
+                run.log_window()
+            if config.train.eval_every and run.due(config.train.eval_every):
+                run.evaluate()
+            if config.train.checkpoint_every and run.due(config.train.checkpoint_every):
+                run.checkpoint()
+            if run.stopping and run.step < run.total_steps:
+                run.stop_interrupted()
+            if run.step >= run.total_steps:
+                break
+        return run.finish()
 
 
-def _train(
-    config: TrainConfig,
-    resume: str | Path | None,
-    reporter: Reporter | None,
-    progress: bool,
-    overwrite: bool,
-    run_id: str | None,
-    cleanup: ExitStack,
-) -> dict[str, Any]:
-    accelerator = _make_accelerator(config)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    device = accelerator.device
-    ops.set_backend(config.train.kernels)
-    output = Path(config.output_dir)
-    checkpoint_dir = output / "checkpoints"
-    main = accelerator.is_main_process
-    restarted = _claim_output(accelerator, output, resume, overwrite, run_id)
+@dataclass
+class _Run:
+    """One training run: what `train` builds once (accelerator, data, model, optimiser,
+    logs) and the position and numbers that change as it goes. Its methods are the named
+    blocks of the loop: batches, train_step, log_window, evaluate, checkpoint, finish."""
 
-    torch.manual_seed(config.seed)
-    loader = build_loader(config.data, rank, world)
-    model = build_model(config, loader.plugins)
-    signature = model_signature(config, loader)
-    optimizer = build_optimizer(
-        model.parameters(), config.optim.name, config.optim.lr, config.optim.weight_decay
-    )
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-
-    start_step, start_epoch, skip_batches, rng_state = 0, 0, 0, None
-    if resume is not None:
-        path = resolve_checkpoint(resume, output)
-        try:
-            saved = read_state(path)
-        except CheckpointError as error:
-            raise with_fallback(error, path) from None
-        check_compatible(saved.get("model_signature", {}), signature, path)
-        try:
-            load_checkpoint(path, model, optimizer)
-        except CheckpointError as error:
-            raise with_fallback(error, path) from None
-        start_step = int(saved["step"])
-        start_epoch = int(saved["epoch"])
-        skip_batches = int(saved["batches_in_epoch"])
-        rng_state = saved["rng"][str(rank)] if str(rank) in saved["rng"] else None
-        if main:
-            print(f"resuming from {path} at step {start_step}", flush=True)
-    else:
-        torch.manual_seed(config.seed + 7919 * rank)
-
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped: MultiModalVAE = accelerator.unwrap_model(model)
-    model.train()
-
-    total_steps = config.train.steps
-    if total_steps is None:
-        rows = loader.num_rows
-        if rows is None:
-            raise ConfigError("train.epochs needs a dataset whose size is known; set train.steps")
-        per_rank = math.ceil(rows / world)
-        batches = math.ceil(per_rank / config.data.batch_size)
-        total_steps = max(1, (batches // config.train.grad_accum) * int(config.train.epochs or 1))
-
-    log = MetricsLog(output, main, start_step, resumed=resume is not None or restarted)
-    cleanup.callback(log.close)
-    if main:
-        if log.dropped:
-            print(
-                f"dropped {log.dropped} lines of {output / rundir.METRICS_FILE} logged after "
-                f"step {start_step} (they are computed again)",
-                flush=True,
-            )
-        (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    eval_loader: BatchLoader | None = None
-    if config.train.eval_every and config.train.eval_split:
-        eval_data = config.data.replace(split=config.train.eval_split, on_bad_row="skip")
-        eval_loader = build_loader(eval_data, rank, world)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc="train",
-        disable=None if main and progress else True,  # None: quiet when not a terminal
-        dynamic_ncols=True,
-    )
-    cleanup.callback(bar.close)  # an error message must not share the bar's line
-    step, epoch = start_step, start_epoch
-    stopping = False
-    nan_skipped, consecutive_nan = 0, 0
-    window = _Window.fresh()
-    last_logged: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
+    config: TrainConfig
+    accelerator: Any
+    output: Path
+    loader: BatchLoader
+    eval_loader: BatchLoader | None
+    model: MultiModalVAE
+    module: Any  # the ObjectiveModule as prepared by Accelerate (DDP-wrapped with > 1 rank)
+    optimizer: Any
+    base_lrs: list[float]
+    signature: dict[str, Any]
+    total_steps: int
+    log: MetricsLog
+    bar: Any
+    interrupt: InterruptFlag
+    reporter: Reporter | None
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    skip_batches: int = 0
+    rng_state: dict[str, Any] | None = None
+    nan_skipped: int = 0
+    consecutive_nan: int = 0
+    stopping: bool = False
+    window: _Window = field(default_factory=lambda: _Window.fresh())
+    last_logged: dict[str, float] = field(default_factory=dict)
+    last_eval: dict[str, float] = field(default_factory=dict)
     last_checkpoint: Path | None = None
-    last_checkpoint_step = -1
-    train_started = time.perf_counter()
-    options = {
-        "samples": config.model.samples,
-        "beta": config.model.beta,
-        "stl": config.model.stl,
-        "subset_mode": config.model.subset_mode,
-    }
+    last_checkpoint_step: int = -1
+    started: float = field(default_factory=time.perf_counter)
 
-    def save(step_: int, epoch_: int, batches_in_epoch: int) -> Path | None:
-        # Every rank's RNG state goes into the checkpoint, so each resumes its own stream.
-        rng = {str(rank): capture_rng_state()}
-        gathered = _gather_objects(accelerator, rng)
+    # ------------------------------------------------------------------ setup
+
+    @classmethod
+    def start(
+        cls,
+        config: TrainConfig,
+        resume: str | Path | None,
+        overwrite: bool,
+        run_id: str | None,
+        reporter: Reporter | None,
+        progress: bool,
+        cleanup: ExitStack,
+    ) -> _Run:
+        accelerator = _make_accelerator(config)
+        rank, world = accelerator.process_index, accelerator.num_processes
+        ops.set_backend(config.train.kernels)
+        output = Path(config.output_dir)
+        restarted = _claim_output(accelerator, output, resume, overwrite, run_id)
+
+        torch.manual_seed(config.seed)
+        loader = build_loader(config.data, rank, world)
+        model = build_model(config.model, loader.plugins)
+        signature = model_signature(
+            config.model, loader.modalities, loader.plugins, loader.event_shapes
+        )
+        optimizer = build_optimizer(
+            model.parameters(), config.optim.name, config.optim.lr, config.optim.weight_decay
+        )
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        saved = _load_resumed(resume, output, signature, model, optimizer)
+        if saved is None:
+            torch.manual_seed(config.seed + 7919 * rank)
+        elif accelerator.is_main_process:
+            print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
+
+        objective = ObjectiveModule(
+            model,
+            config.model.objective,
+            samples=config.model.samples,
+            beta=config.model.beta,
+            stl=config.model.stl,
+            subset_mode=config.model.subset_mode,
+        )
+        module, optimizer = accelerator.prepare(objective, optimizer)
+        module.train()
+        start_step = 0 if saved is None else int(saved["step"])
+        log = MetricsLog(
+            output,
+            accelerator.is_main_process,
+            start_step,
+            resumed=saved is not None or restarted,
+        )
+        cleanup.callback(log.close)
+        if accelerator.is_main_process:
+            _announce_dropped(log, output, start_step)
+            (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        total_steps = _total_steps(config, loader, world)
+        bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            desc="train",
+            disable=None if accelerator.is_main_process and progress else True,
+            dynamic_ncols=True,
+        )
+        cleanup.callback(bar.close)  # an error message must not share the bar's line
+        # From here on Ctrl-C stops after a step; before, it stops at once (nothing to save).
+        interrupt = cleanup.enter_context(InterruptFlag().installed())
+        run = cls(
+            config=config,
+            accelerator=accelerator,
+            output=output,
+            loader=loader,
+            eval_loader=_eval_loader(config, rank, world),
+            model=model,
+            module=module,
+            optimizer=optimizer,
+            base_lrs=base_lrs,
+            signature=signature,
+            total_steps=total_steps,
+            log=log,
+            bar=bar,
+            interrupt=interrupt,
+            reporter=reporter,
+        )
+        if saved is not None:
+            run.step = start_step
+            run.epoch = int(saved["epoch"])
+            run.skip_batches = int(saved["batches_in_epoch"])
+            run.rng_state = saved["rng"].get(str(rank))
+        return run
+
+    # ------------------------------------------------------------------ the loop's blocks
+
+    def batches(self) -> Iterator[Batch]:
+        """Batches on the device, epoch after epoch, from the resumed position."""
+        while self.step < self.total_steps:
+            self.loader.set_epoch(self.epoch)
+            self.batches_in_epoch = 0
+            for batch in self.loader:
+                if self.rng_state is not None:
+                    # After the epoch's iterator exists (creating it draws from the global
+                    # RNG, as it did in the uninterrupted run) and before anything else draws.
+                    restore_rng_state(self.rng_state)
+                    self.rng_state = None
+                self.batches_in_epoch += 1
+                if self.batches_in_epoch <= self.skip_batches:
+                    continue
+                yield batch.to(self.accelerator.device)
+            self.epoch += 1
+            self.skip_batches = 0
+
+    def train_step(self, batch: Batch) -> bool:
+        """Forward, backward and (at the end of an accumulation) the optimiser step; False
+        when no optimiser step happened (accumulating, or a non-finite loss skipped)."""
+        accelerator, config = self.accelerator, self.config
+        with accelerator.accumulate(self.module):
+            with accelerator.autocast():
+                out = self.module(batch)
+            # One reduction per step carries the NaN check and Ctrl-C, so that every rank
+            # stops after the same step.
+            flags = [float(not torch.isfinite(out.loss)), float(self.interrupt.requested)]
+            flags = torch.tensor(flags, device=accelerator.device)
+            bad, stop = accelerator.reduce(flags, "max").tolist()
+            self.stopping = self.stopping or bool(stop)
+            if bad:
+                self._skip_non_finite()
+                return False
+            self.consecutive_nan = 0
+            accelerator.backward(out.loss)
+            if accelerator.sync_gradients:
+                factor = learning_rate_factor(self.step, config, self.total_steps)
+                for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                    group["lr"] = base * factor
+                accelerator.unscale_gradients()
+                postprocess_gradients(
+                    self.module.parameters(), config.optim.gradient.mode, config.optim.gradient.clip
+                )
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.window.add(out.logged_tensors(), batch.size)
+        return bool(accelerator.sync_gradients)
+
+    def _skip_non_finite(self) -> None:
+        self.nan_skipped += 1
+        self.consecutive_nan += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.consecutive_nan >= self.config.train.max_nan_steps:
+            raise TrainingDiverged(
+                f"{self.consecutive_nan} consecutive steps had a non-finite loss "
+                f"(step {self.step}); stopping. The last good checkpoint is "
+                f"{self.last_checkpoint or 'none yet'}; lower optim.lr or check the data"
+            )
+
+    def due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def log_window(self) -> None:
+        """Rank-averaged means of the window's logged values, with lr and data counters."""
+        logged = _reduce_window(self.accelerator, self.window)
+        logged["nan_skipped_steps"] = float(self.nan_skipped)
+        logged["lr"] = self.optimizer.param_groups[0]["lr"]
+        logged |= self.loader.metrics()
+        self.last_logged = logged
+        self.log.write(self.step, logged)
+        shown = logged.get(f"train/{objective_key(self.config.model.objective)}")
+        if shown is not None:
+            self.bar.set_postfix(objective=f"{shown:.2f}")
+        self.window = _Window.fresh()
+
+    def evaluate(self) -> None:
+        if self.eval_loader is None:
+            return
+        self.eval_loader.set_epoch(0)
+        results = evaluate(self.model, self.eval_loader, self.config, self.accelerator.device)
+        self.last_eval = _reduce_dict(self.accelerator, results)
+        self.log.write(self.step, self.last_eval)
+
+    def checkpoint(self) -> None:
+        """Write a checkpoint of this step (every rank's RNG state in it, so each resumes its
+        own stream) and tell the launcher."""
+        states = gather_object([{str(self.accelerator.process_index): capture_rng_state()}])
         path = None
-        if main:
-            log.flush()
-            merged: dict[str, Any] = {}
-            for part in gathered:
-                merged |= part
+        if self.accelerator.is_main_process:
+            self.log.flush()
             state = {
-                "epoch": epoch_,
-                "batches_in_epoch": batches_in_epoch,
-                "world_size": world,
-                "rng": merged,
-                "config": config.to_dict(),
-                "model_signature": signature,
-                "plugins": plugin_provenance(signature, config.model.objective),
-                "metrics": last_logged,
+                "epoch": self.epoch,
+                "batches_in_epoch": self.batches_in_epoch,
+                "world_size": self.accelerator.num_processes,
+                "rng": {rank: rng for part in states for rank, rng in part.items()},
+                "config": self.config.to_dict(),
+                "model_signature": self.signature,
+                "plugins": plugin_provenance(self.signature, self.config.model.objective),
+                "metrics": self.last_logged,
             }
             path = save_checkpoint(
-                checkpoint_dir,
-                step_,
-                unwrapped,
-                _inner_optimizer(optimizer),
+                self.output / "checkpoints",
+                self.step,
+                self.model,
+                getattr(self.optimizer, "optimizer", self.optimizer),
                 state,
-                config.train.keep_last,
+                self.config.train.keep_last,
             )
-        accelerator.wait_for_everyone()
-        return path
+        self.accelerator.wait_for_everyone()
+        self.last_checkpoint, self.last_checkpoint_step = path, self.step
+        if self.reporter is not None:
+            self.reporter({"step": float(self.step), **self.last_logged}, path)
 
-    # From here on Ctrl-C stops after a step; before, it stops at once (nothing to save).
-    interrupt = cleanup.enter_context(InterruptFlag().installed())
-    done = step >= total_steps
-    while not done:
-        loader.set_epoch(epoch)
-        batch_index = 0
-        for batch in loader:
-            if rng_state is not None:
-                # After the epoch's iterator exists (creating it draws from the global RNG,
-                # as it did in the uninterrupted run) and before anything else draws.
-                restore_rng_state(rng_state)
-                rng_state = None
-            if batch_index < skip_batches:
-                batch_index += 1
-                continue
-            batch_index += 1
-            batch = batch.to(device)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    out = model(batch, config.model.objective, **options)
-                # One reduction per step carries the NaN check and Ctrl-C, so that every
-                # rank stops after the same step.
-                flags = [float(not torch.isfinite(out.loss)), float(interrupt.requested)]
-                flags = torch.tensor(flags, device=device)
-                bad, stop = accelerator.reduce(flags, "max").tolist()
-                stopping = stopping or bool(stop)
-                if bad:
-                    nan_skipped += 1
-                    consecutive_nan += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    if consecutive_nan >= config.train.max_nan_steps:
-                        raise TrainingDiverged(
-                            f"{consecutive_nan} consecutive steps had a non-finite loss "
-                            f"(step {step}); stopping. The last good checkpoint is "
-                            f"{last_checkpoint or 'none yet'}; lower optim.lr or check the data"
-                        )
-                    continue
-                consecutive_nan = 0
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    factor = learning_rate_factor(step, config, total_steps)
-                    for group, base in zip(optimizer.param_groups, base_lrs):
-                        group["lr"] = base * factor
-                    accelerator.unscale_gradients()
-                    postprocess_gradients(
-                        model.parameters(), config.optim.gradient.mode, config.optim.gradient.clip
-                    )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            window.add(out.logged_tensors(), batch.size)
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            bar.update(1)
-            if step % config.train.log_every == 0 or step == total_steps:
-                last_logged = _reduce_window(accelerator, window, world)
-                last_logged["nan_skipped_steps"] = float(nan_skipped)
-                last_logged["lr"] = optimizer.param_groups[0]["lr"]
-                last_logged |= loader.metrics()
-                log.write(step, last_logged)
-                shown = last_logged.get(f"train/{objective_key(config.model.objective)}")
-                if shown is not None:
-                    bar.set_postfix(objective=f"{shown:.2f}")
-                window = _Window.fresh()
-            if eval_loader is not None and step % config.train.eval_every == 0:
-                eval_loader.set_epoch(0)
-                last_eval = _reduce_dict(
-                    accelerator, evaluate(unwrapped, eval_loader, config, device)
-                )
-                log.write(step, last_eval)
-            if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
-                last_checkpoint = save(step, epoch, batch_index)
-                last_checkpoint_step = step
-                if reporter is not None:
-                    reporter({"step": float(step), **last_logged}, last_checkpoint)
-            if stopping and step < total_steps:
-                if window.steps:
-                    last_logged = _reduce_window(accelerator, window, world)
-                    log.write(step, last_logged)
-                if last_checkpoint_step != step:
-                    last_checkpoint = save(step, epoch, batch_index)
-                    if reporter is not None:
-                        reporter({"step": float(step), **last_logged}, last_checkpoint)
-                raise TrainingInterrupted(step, last_checkpoint, main, world)
-            if step >= total_steps:
-                done = True
-                break
-        else:
-            epoch += 1
-            skip_batches = 0
-            continue
-        break
-    bar.close()
-    seconds = time.perf_counter() - train_started
-    if eval_loader is not None:
-        eval_loader.set_epoch(0)
-        last_eval = _reduce_dict(accelerator, evaluate(unwrapped, eval_loader, config, device))
-        log.write(step, last_eval)
-    if last_checkpoint_step != step:
-        last_checkpoint = save(step, epoch, batch_index)
-        if reporter is not None:
-            reporter({"step": float(step), **last_logged}, last_checkpoint)
-    log.close()
-    result: dict[str, Any] = {
-        "steps": step,
-        "epoch": epoch,
-        "world_size": world,
-        "seconds": seconds,
-        "nan_skipped_steps": nan_skipped,
-        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
-        "output_dir": str(output),
-        **last_logged,
-        **last_eval,
-    }
-    if main:
-        (output / "summary.json").write_text(json.dumps(result, indent=1))
-    # Under `accelerate launch` every process returns; only the main one prints a summary.
-    result["is_main"] = main
-    return result
+    def stop_interrupted(self) -> None:
+        """After Ctrl-C: log the partial window, checkpoint this step, stop."""
+        if self.window.steps:
+            self.log_window()
+        if self.last_checkpoint_step != self.step:
+            self.checkpoint()
+        raise TrainingInterrupted(
+            self.step,
+            self.last_checkpoint,
+            self.accelerator.is_main_process,
+            self.accelerator.num_processes,
+        )
+
+    def finish(self) -> dict[str, Any]:
+        """The final evaluation and checkpoint; `summary.json`; the result."""
+        self.bar.close()
+        seconds = time.perf_counter() - self.started
+        self.evaluate()
+        if self.last_checkpoint_step != self.step:
+            self.checkpoint()
+        self.log.close()
+        result: dict[str, Any] = {
+            "steps": self.step,
+            "epoch": self.epoch,
+            "world_size": self.accelerator.num_processes,
+            "seconds": seconds,
+            "nan_skipped_steps": self.nan_skipped,
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "output_dir": str(self.output),
+            **self.last_logged,
+            **self.last_eval,
+        }
+        main = self.accelerator.is_main_process
+        if main:
+            (self.output / "summary.json").write_text(json.dumps(result, indent=1))
+        # Under `accelerate launch` every process returns; only the main one prints a summary.
+        result["is_main"] = main
+        return result
+
+
+def _load_resumed(
+    resume: str | Path | None,
+    output: Path,
+    signature: dict[str, Any],
+    model: MultiModalVAE,
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, Any] | None:
+    """Load the checkpoint to resume from into `model` and `optimizer`; its state (with its
+    `path`), or None when not resuming. A corrupt checkpoint names the previous valid one."""
+    if resume is None:
+        return None
+    path = resolve_checkpoint(resume, output)
+    try:
+        saved = read_state(path)
+        check_compatible(saved.get("model_signature", {}), signature, path)
+        load_checkpoint(path, model, optimizer)
+    except CheckpointError as error:
+        raise with_fallback(error, path) from None
+    return {**saved, "path": path}
+
+
+def _total_steps(config: TrainConfig, loader: BatchLoader, world: int) -> int:
+    if config.train.steps is not None:
+        return config.train.steps
+    rows = loader.num_rows
+    if rows is None:
+        raise ConfigError("train.epochs needs a dataset whose size is known; set train.steps")
+    per_rank = math.ceil(rows / world)
+    batches = math.ceil(per_rank / config.data.batch_size)
+    if config.data.drop_last:
+        batches = per_rank // config.data.batch_size
+    return max(1, (batches // config.train.grad_accum) * int(config.train.epochs or 1))
+
+
+def _eval_loader(config: TrainConfig, rank: int, world: int) -> BatchLoader | None:
+    if not (config.train.eval_every and config.train.eval_split):
+        return None
+    eval_data = config.data.replace(split=config.train.eval_split, on_bad_row="skip")
+    return build_loader(eval_data, rank, world)
+
+
+def _announce_dropped(log: MetricsLog, output: Path, start_step: int) -> None:
+    if log.dropped:
+        print(
+            f"dropped {log.dropped} lines of {output / rundir.METRICS_FILE} logged after "
+            f"step {start_step} (they are computed again)",
+            flush=True,
+        )
 
 
 def _claim_output(
@@ -627,9 +650,7 @@ def _claim_output(
     this run restarts its own earlier attempt (same `run_id`) in place."""
     if resume is not None and overwrite:
         raise ConfigError(rundir.OVERWRITE_AND_RESUME)
-    found = next(
-        (m for m in _gather_objects(accelerator, rundir.clash(output, resume, run_id)) if m), None
-    )
+    found = next((m for m in gather_object([rundir.clash(output, resume, run_id)]) if m), None)
     if found and not overwrite:
         raise rundir.refusal(output, found)
     restarted = resume is None and not found and rundir.is_own_run(output, run_id)
@@ -646,20 +667,6 @@ def _claim_output(
     return restarted
 
 
-def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    return getattr(optimizer, "optimizer", optimizer)
-
-
-def _gather_objects(accelerator: Any, value: Any) -> list[Any]:
-    if accelerator.num_processes == 1:
-        return [value]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * accelerator.num_processes
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
 def _reduce_dict(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
     if not values or accelerator.num_processes == 1:
         return values
@@ -669,7 +676,7 @@ def _reduce_dict(accelerator: Any, values: dict[str, float]) -> dict[str, float]
     return dict(zip(keys, reduced.tolist()))
 
 
-def _reduce_window(accelerator: Any, window: _Window, world: int) -> dict[str, float]:
+def _reduce_window(accelerator: Any, window: _Window) -> dict[str, float]:
     """Per-step means across the window and across ranks; throughput over all ranks."""
     elapsed = max(time.perf_counter() - window.started, 1e-9)
     keys = sorted(window.sums)
@@ -680,7 +687,7 @@ def _reduce_window(accelerator: Any, window: _Window, world: int) -> dict[str, f
     micro_steps = window.steps
     out["train/steps_per_second"] = micro_steps / elapsed / accelerator.gradient_accumulation_steps
     examples = torch.tensor(float(window.examples), device=accelerator.device)
-    if world > 1:
+    if accelerator.num_processes > 1:
         examples = accelerator.reduce(examples, "sum")
     out["train/examples_per_second"] = float(examples) / elapsed
     return out

@@ -20,7 +20,7 @@ from mmtrain.nets import ACTIVATIONS, MLP
 from mmtrain.registry import MODALITIES
 
 from ._common import bad_cell, describe, one_hot
-from .vector import FlatMLPEncoder
+from .vector import FlatMLPEncoder, mlp_decoder
 
 
 @MODALITIES.register("label")
@@ -34,6 +34,12 @@ class LabelPlugin(ModalityPlugin):
     class_names: tuple[str, ...] | None = option(None, "names of the classes, in index order")
     hidden: tuple[int, ...] = option((64,), "hidden widths of the encoder and decoder MLPs")
     act: str = option("relu", "activation of the MLPs", choices=tuple(ACTIVATIONS))
+    decoder: str = option(
+        "mlp",
+        "mlp: an MLP of `hidden`; injective: Dense(C), leaky ReLU 0.1, Dense(C) (the iVAE "
+        "scripts' decoder, paper §5)",
+        choices=("mlp", "injective"),
+    )
 
     def validate(self) -> None:
         if self.class_names is not None:
@@ -110,6 +116,8 @@ class LabelPlugin(ModalityPlugin):
         return FlatMLPEncoder(self.event_shape[1], feature_dim, self.hidden, self.act)
 
     def build_decoder(self, latent_dim: int, num_params: int) -> nn.Module:
+        if self.decoder == "injective":
+            return mlp_decoder("injective", latent_dim, num_params, self.hidden)
         return MLP(latent_dim, num_params, self.hidden, len(self.hidden), self.act)
 
     def name(self, index: int) -> str:

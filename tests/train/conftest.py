@@ -230,7 +230,8 @@ original_prepare = Accelerator.prepare
 
 def prepare(self, *objects, **kwargs):
     out = original_prepare(self, *objects, **kwargs)
-    prepared["model"] = self.unwrap_model(out[0])
+    # The prepared module is the objective wrapper; checkpoints hold its `model`.
+    prepared["model"] = self.unwrap_model(out[0]).model
     return out
 
 

@@ -68,7 +68,9 @@ def test_evaluation_uses_reconstruction_weight_one(objective: str) -> None:
     assert key in results[0] and "eval/elbo" in results[0]
     torch.manual_seed(0)
     with torch.no_grad():
-        trained_value = weighted(batches[0], objective, samples=1).per_example.mean()
+        trained_value = objectives.ObjectiveModule(weighted, objective)(batches[0])
         torch.manual_seed(0)
-        unit_value = base(batches[0], objective, samples=1).per_example.mean()
+        unit_value = objectives.ObjectiveModule(base, objective)(batches[0])
+    trained_value = trained_value.per_example.mean()
+    unit_value = unit_value.per_example.mean()
     assert not torch.isclose(trained_value, unit_value)

@@ -25,7 +25,8 @@ from mmtrain.checkpoint import list_checkpoints, load_checkpoint
 from mmtrain.cli import main
 from mmtrain.config import load_config
 from mmtrain.errors import ConfigError
-from mmtrain.train.loop import build_model, train
+from mmtrain.factory import build_model
+from mmtrain.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -340,7 +341,7 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_leaves_no_temporary_folde
     cfg = load_config(config)
     from mmtrain.data.loader import build_loader
 
-    model = build_model(cfg, build_loader(cfg.data).plugins)
+    model = build_model(cfg.model, build_loader(cfg.data).plugins)
     assert load_checkpoint(run / "checkpoints" / "step-00000004", model)["step"] == 4
 
 
