@@ -70,7 +70,10 @@ def test_linear_gaussian_run_prints_table_se_poe_mode_and_verdict(
         (["experiment", "linear-gaussian", "--objective", "elbo"], "Known: masked, mixture"),
         (["experiment", "nope"], "invalid choice"),
         (["experiment", "ivae-bimodal", "--aggregator", "poe"], "single-component prior"),
-        (["experiment", "linear-gaussian", "--batch-size", "0"], "data.batch_size must be a positive integer"),
+        (
+            ["experiment", "linear-gaussian", "--batch-size", "0"],
+            "data.batch_size must be a positive integer",
+        ),
         (["experiment", "linear-gaussian", "--lr", "-1"], "optim.lr must be positive"),
         (["experiment", "linear-gaussian", "--init", "jax"], "invalid choice"),
     ],
