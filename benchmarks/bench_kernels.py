@@ -155,7 +155,7 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0) -> dict[str, An
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """PyTorch SDPA with an additive mask that reproduces SPEC §3.6 (finite, never NaN)."""
+    """PyTorch SDPA with an additive mask that reproduces docs/math.md §3.6 (finite, never NaN)."""
     pair = mask[:, None, :, None] & mask[:, None, None, :]
     bias = torch.zeros(pair.shape, dtype=q.dtype, device=q.device)
     bias = bias.masked_fill(~pair, torch.finfo(q.dtype).min)

@@ -10,7 +10,7 @@ import torch
 def masked_set_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Attention within each set with SPEC §3.6 masking.
+    """Attention within each set with docs/math.md §3.6 masking.
 
     q, k, v: [B, H, M, Dh]; mask: [B, M] bool. The rows of absent elements are replaced by
     zeros first (`torch.where`, so NaN or inf there never reaches the result or a gradient:

@@ -1,4 +1,4 @@
-"""Fused masked attention within small sets (SPEC §3.6), forward and backward, in Triton.
+"""Fused masked attention within small sets (docs/math.md §3.6), forward and backward, in Triton.
 
 Math, per set b and head h, with the set's presence mask m ∈ {0, 1}^M:
 

@@ -1,5 +1,5 @@
 """The aggregator interface: a permutation-invariant map from a masked set of modality
-features to the posterior q(z | x_S) (SPEC §3)."""
+features to the posterior q(z | x_S) (docs/math.md §3)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class Aggregator(nn.Module):
 
     @property
     def head_size(self) -> int:
-        """Output size of the network head: 2d, or (1 + 2d)K for a mixture head (SPEC §3.7)."""
+        """Output size of the network head: 2d, or (1 + 2d)K for a mixture head (docs/math.md §3.7)."""
         if self.mixture_head:
             return (1 + 2 * self.latent_dim) * self.num_components
         return 2 * self.latent_dim

@@ -147,7 +147,7 @@ class TrainConfig:
             raise ConfigError("a fixed prior has one component; use model.prior.kind: mixture")
         if self.model.aggregator == "poe" and self.model.prior.components != 1:
             raise ConfigError(
-                "poe needs a single-component prior (SPEC §3.2): set model.prior.components: 1 "
+                "poe needs a single-component prior (docs/math.md §3.2): set model.prior.components: 1 "
                 "or choose another aggregator"
             )
         return self

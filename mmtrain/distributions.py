@@ -3,7 +3,7 @@
 Shapes: a diagonal distribution has parameters `[..., d]`; a mixture has component parameters
 `[..., C, d]` and logits `[..., C]`. `rsample(L)` returns `[L, ..., d]`; `log_prob(z)` takes
 `[L, ..., d]` (or anything broadcastable) and returns `[L, ...]`, summed over the latent axis.
-Scales are always given as `min_scale + exp(log_scale)` (SPEC §7.10), so every distribution
+Scales are always given as `min_scale + exp(log_scale)` (docs/math.md §7.10), so every distribution
 stores `log_scale` and `min_scale` and the STL copy detaches `loc`, `log_scale` and `logits`.
 """
 
@@ -96,7 +96,7 @@ class Mixture:
     """Mixture of diagonal Normals or Laplaces whose absent components have log-weight -inf.
 
     `reparam="implicit"` samples with implicit reparameterisation through the distributional
-    transform (SPEC §2.6): path-wise gradients reach the component parameters and the logits.
+    transform (docs/math.md §2.6): path-wise gradients reach the component parameters and the logits.
     `reparam="component"` samples a component and reparameterises within it: unbiased for the
     component parameters, no path-wise gradient to the logits (allowed for MoE, whose weights
     are constants).
@@ -198,7 +198,7 @@ class Mixture:
 def implicit_reparameterisation(
     z: Tensor, loc: Tensor, scale: Tensor, log_weights: Tensor, family: str
 ) -> Tensor:
-    """Attach path-wise gradients to a detached mixture draw `z` (SPEC §2.6).
+    """Attach path-wise gradients to a detached mixture draw `z` (docs/math.md §2.6).
 
     With the distributional transform F (coordinate j's CDF given coordinates < j),
     ∂z/∂θ = −J⁻¹ ∂F/∂θ where J = ∂F/∂z is lower triangular. Returns z + (s − stop(s)) with

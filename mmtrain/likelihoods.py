@@ -1,4 +1,4 @@
-"""Decoder likelihoods p(x_s | z) (SPEC §1.3), summed over the modality's own axes.
+"""Decoder likelihoods p(x_s | z) (docs/math.md §1.3), summed over the modality's own axes.
 
 A likelihood tells its decoder how many parameters it needs per example (`num_params`) and
 evaluates `log_prob(params [..., B, P], x [B, *event]) → [..., B]`.

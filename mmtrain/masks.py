@@ -1,4 +1,4 @@
-"""Subset sampling ρ(S) (SPEC §2.3): which observed modalities the partial encoder sees."""
+"""Subset sampling ρ(S) (docs/math.md §2.3): which observed modalities the partial encoder sees."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Evaluation metrics of the simulations: exact linear-Gaussian likelihoods (SPEC §4.1) and
-the mean correlation coefficient (MCC) of identifiability (SPEC §4.5).
+"""Evaluation metrics of the simulations: exact linear-Gaussian likelihoods (docs/math.md §4.1) and
+the mean correlation coefficient (MCC) of identifiability (docs/math.md §4.5).
 
 All computations are in float64 NumPy. The RDC-based MCC terms are random; `compute_mcc`
 draws them from a local generator seeded by its `seed` argument instead of the reference's

@@ -1,5 +1,5 @@
 """The multi-modal VAE: modality encoders → aggregator (full and subset mask, shared weights)
-→ posteriors → decoders (SPEC §1, §2.9)."""
+→ posteriors → decoders (docs/math.md §1, §2.9)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class MultiModalVAE(nn.Module):
         if aggregator.num_components != prior.num_components:
             raise ConfigError(
                 f"aggregator has {aggregator.num_components} mixture components but the prior "
-                f"has {prior.num_components}; SPEC uses one K for both"
+                f"has {prior.num_components}; docs/math.md uses one K for both"
             )
         self.modality_names = list(modalities)
         self.modalities = nn.ModuleDict(modalities)
@@ -62,7 +62,7 @@ class MultiModalVAE(nn.Module):
         return len(self.modality_names)
 
     def clean(self, batch: Batch) -> dict[str, Tensor]:
-        """Observations with every missing entry replaced by 0 (SPEC §1.4)."""
+        """Observations with every missing entry replaced by 0 (docs/math.md §1.4)."""
         if batch.avail.shape[1] != self.num_modalities:
             raise DataError(
                 f"availability mask has {batch.avail.shape[1]} columns, the model has "

@@ -29,7 +29,7 @@ def activation(name: str) -> Callable[[Tensor], Tensor]:
 
 class MLP(nn.Module):
     """`MLP[n_in → hidden × depth → n_out]`: each hidden Dense is followed by the activation,
-    the last Dense has none (SPEC §3.1)."""
+    the last Dense has none (docs/math.md §3.1)."""
 
     def __init__(
         self,

@@ -88,7 +88,7 @@ def resolve(name: str, device: torch.device, *args: Any) -> Callable[..., Any]:
 def masked_set_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Masked multi-head attention within small sets (SPEC §3.6); see `mmtrain.kernels`."""
+    """Masked multi-head attention within small sets (docs/math.md §3.6); see `mmtrain.kernels`."""
     return resolve("masked_set_attention", q.device, q, k, v, mask)(q, k, v, mask)
 
 

@@ -1,4 +1,4 @@
-"""Gradient post-processing and the optimiser step (SPEC §2.7)."""
+"""Gradient post-processing and the optimiser step (docs/math.md §2.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Priors p(z): fixed N(0, I) or Laplace(0, 1), or a learned K-component mixture (SPEC §1.2)."""
+"""Priors p(z): fixed N(0, I) or Laplace(0, 1), or a learned K-component mixture (docs/math.md §1.2)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Prior(nn.Module):
     """A prior with component parameters `[K, d]` (`K = 1` for a fixed prior).
 
     `expert()` gives the per-component `(loc, log_scale)` rows that PoE and MoE attach to the
-    modality features (SPEC §3.3); `logits` are the mixture logits λ.
+    modality features (docs/math.md §3.3); `logits` are the mixture logits λ.
     """
 
     family: str
@@ -68,7 +68,7 @@ class MixturePrior(Prior):
     """Learned mixture: embedding table `[K, 2d]` (means, log-scales), logits initialised to 1.
 
     The mixture index is shared across the latent dimensions; scales are exp(log σ) with no
-    minimum (SPEC §1.2).
+    minimum (docs/math.md §1.2).
     """
 
     def __init__(self, latent_dim: int, num_components: int, family: str = "normal") -> None:

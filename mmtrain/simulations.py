@@ -1,4 +1,4 @@
-"""Synthetic multi-modal data sets of the paper's simulations (SPEC §4.1–§4.3).
+"""Synthetic multi-modal data sets of the paper's simulations (docs/math.md §4.1–§4.3).
 
 Every generator draws from its own `np.random.RandomState(seed)` and never touches NumPy's
 global RNG. The iVAE generators consume that stream in exactly the order of the reference
@@ -28,7 +28,7 @@ _MASK_MAX_TRIES = 10_000
 
 @dataclass(frozen=True, eq=False)
 class LinearGaussianData:
-    """Samples of x_s = W_s z + b_s + noise_std · ε_s, z ~ N(0, I) (SPEC §4.1)."""
+    """Samples of x_s = W_s z + b_s + noise_std · ε_s, z ~ N(0, I) (docs/math.md §4.1)."""
 
     x: list[np.ndarray]
     z: np.ndarray
@@ -76,7 +76,7 @@ def make_linear_gaussian(
     noise_std: float = 1.0,
     seed: int = 1,
 ) -> LinearGaussianData:
-    """Linear Gaussian multi-modal data with orthonormal loadings (SPEC §4.1).
+    """Linear Gaussian multi-modal data with orthonormal loadings (docs/math.md §4.1).
 
     `D_s ~ UniformInteger[x_dim_max // 2, x_dim_max)`. With `sparse`, z has blocks
     `[private_1, …, private_M, shared]` of size `latent_block` each and W_s is non-zero only in
@@ -123,7 +123,7 @@ def make_ivae_bimodal(
     noise_std: float = 0.1,
     seed: int = 1,
 ) -> SimulatedDataset:
-    """Segment label `u` (one-hot `[N, 1, C]`) and x = lrelu(s A) A + noise (SPEC §4.2).
+    """Segment label `u` (one-hot `[N, 1, C]`) and x = lrelu(s A) A + noise (docs/math.md §4.2).
 
     A is the Q factor of a `U(−1, 1)` square matrix; rows are randomly permuted; all observed.
     Draw order: Lmod, mseg, ε, A, noise, permutation.

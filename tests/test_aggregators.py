@@ -1,4 +1,4 @@
-"""Aggregator properties (SPEC §3, §8): golden PoE values, MoE weights, permutation
+"""Aggregator properties (docs/math.md §3, §8): golden PoE values, MoE weights, permutation
 invariance, blindness to masked rows, finite empty sets, gradients, head layout."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Subset sampler statistics (SPEC §2.3)."""
+"""Subset sampler statistics (docs/math.md §2.3)."""
 
 from __future__ import annotations
 

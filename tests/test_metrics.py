@@ -1,4 +1,4 @@
-"""Metrics (SPEC §4.1, §4.5) against SciPy, closed forms and brute force."""
+"""Metrics (docs/math.md §4.1, §4.5) against SciPy, closed forms and brute force."""
 
 from __future__ import annotations
 

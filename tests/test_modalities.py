@@ -1,6 +1,6 @@
 """The built-in modality plugins: cell decoding (good cells and the errors for bad ones),
 network shapes for every supported size, previews, options, and the simulated experiments'
-architectures (SPEC §4.1–4.3) built through the vector plugin."""
+architectures (docs/math.md §4.1–4.3) built through the vector plugin."""
 
 from __future__ import annotations
 

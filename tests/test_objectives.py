@@ -1,4 +1,4 @@
-"""SPEC §2.1 golden values, §2.2 term structure and §2.5 STL, in float64."""
+"""docs/math.md §2.1 golden values, §2.2 term structure and §2.5 STL, in float64."""
 
 from __future__ import annotations
 

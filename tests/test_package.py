@@ -1,4 +1,4 @@
-"""The wheel carries the plugin and kernel packages under mmtrain/ (DESIGN.md layout)."""
+"""The wheel carries the plugin and kernel packages under mmtrain/ (the package layout)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_installed_import_tree_matches_layout() -> None:
     import mmtrain.plugins.aggregators.sum_pooling
 
     package = Path(mmtrain.__file__).parent
-    if package == ROOT / "mmtrain":  # editable install: the folders of DESIGN.md
+    if package == ROOT / "mmtrain":  # editable install: the source folders
         assert Path(mmtrain.plugins.__file__).parent == ROOT / "plugins"
         assert Path(mmtrain.kernels.__file__).parent == ROOT / "kernels"
     else:  # regular install: everything under site-packages/mmtrain

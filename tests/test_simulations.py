@@ -1,5 +1,5 @@
-"""Simulated data sets (SPEC §4.1–§4.3): shapes, seeding, structure, and agreement with
-straightforward float64 re-implementations written from the SPEC text."""
+"""Simulated data sets (docs/math.md §4.1–§4.3): shapes, seeding, structure, and agreement with
+straightforward float64 re-implementations written from docs/math.md."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def build_linear_gaussian(
     missing_rate: float = 0.0,
     seed: int = 1,
 ) -> BuiltDataset:
-    """Linear Gaussian modalities x1..xM (SPEC §4.1), ground-truth latent `z`."""
+    """Linear Gaussian modalities x1..xM (docs/math.md §4.1), ground-truth latent `z`."""
     rate = _check_rate(missing_rate)
     data = simulations.make_linear_gaussian(
         num_modalities=num_modalities, num_examples=num_examples, noise_std=noise_std, seed=seed
@@ -288,7 +288,7 @@ def build_ivae_bimodal(
     seed: int = 1,
 ) -> BuiltDataset:
     """Segment label `u` (integer, one-hot by the label plugin) and observation `x`
-    (SPEC §4.2); ground-truth `segment` and `sources` for evaluation."""
+    (docs/math.md §4.2); ground-truth `segment` and `sources` for evaluation."""
     rate = _check_rate(missing_rate)
     data = simulations.make_ivae_bimodal(
         num_examples=num_examples,
@@ -338,7 +338,7 @@ def build_ivae_multimodal(
     seed: int = 2,
     condition_samples: int = 10000,
 ) -> BuiltDataset:
-    """Train and test splits of the multi-modal iVAE simulation (SPEC §4.3); the
+    """Train and test splits of the multi-modal iVAE simulation (docs/math.md §4.3); the
     generator's missing-modality masks are stored as nulls."""
     train, test = simulations.make_ivae_multimodal(
         num_modalities=num_modalities,
@@ -381,21 +381,21 @@ def build_ivae_multimodal(
 register_embedded(
     EmbeddedDataset(
         "linear-gaussian",
-        "linear Gaussian modalities with a shared and private latent blocks (SPEC §4.1)",
+        "linear Gaussian modalities with a shared and private latent blocks (docs/math.md §4.1)",
         build_linear_gaussian,
     )
 )
 register_embedded(
     EmbeddedDataset(
         "ivae-bimodal",
-        "segment label and non-linear mixture of non-stationary sources (SPEC §4.2)",
+        "segment label and non-linear mixture of non-stationary sources (docs/math.md §4.2)",
         build_ivae_bimodal,
     )
 )
 register_embedded(
     EmbeddedDataset(
         "ivae-multimodal",
-        "four non-linear views of non-stationary sources, half the cells missing (SPEC §4.3)",
+        "four non-linear views of non-stationary sources, half the cells missing (docs/math.md §4.3)",
         build_ivae_multimodal,
     )
 )

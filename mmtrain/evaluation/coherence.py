@@ -1,4 +1,4 @@
-"""Cross-generation and joint coherence (SPEC §4.6).
+"""Cross-generation and joint coherence (docs/math.md §4.6).
 
 Coherence of S → j: for each row observing S, draw z ~ q(z | x_S), decode the mean of x_j
 and classify it with modality j's classifier; the accuracy against the row's true label.

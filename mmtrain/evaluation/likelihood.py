@@ -1,6 +1,6 @@
 """Importance-sampled joint and conditional log-likelihoods per conditioning subset.
 
-For a subset S, `log p̂(x_S)` follows SPEC §4.4 with the proposal q(z | x_S):
+For a subset S, `log p̂(x_S)` follows docs/math.md §4.4 with the proposal q(z | x_S):
 
     log p̂(x_S) = logsumexp_l [ Σ_{s∈S} log p(x_s | z_l) + log p(z_l) − log q(z_l | x_S) ] − log L,
 

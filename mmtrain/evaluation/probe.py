@@ -1,4 +1,4 @@
-"""Latent classification (SPEC §4.6): a logistic-regression probe on the posterior means of
+"""Latent classification (docs/math.md §4.6): a logistic-regression probe on the posterior means of
 q(z | x_S), fitted on a fixed number of labelled training rows and scored on the test rows,
 for each conditioning subset S."""
 

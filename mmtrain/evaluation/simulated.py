@@ -1,5 +1,5 @@
 """Metrics that need the data's generating process: exact log-likelihoods of linear Gaussian
-models (SPEC §4.1) and MCC against true sources (SPEC §4.5), reusing `mmtrain.metrics`."""
+models (docs/math.md §4.1) and MCC against true sources (docs/math.md §4.5), reusing `mmtrain.metrics`."""
 
 from __future__ import annotations
 

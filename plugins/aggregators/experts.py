@@ -1,4 +1,4 @@
-"""Product and mixture of unimodal experts with the prior as an extra expert (SPEC §3.2–3.4)."""
+"""Product and mixture of unimodal experts with the prior as an extra expert (docs/math.md §3.2–3.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Set-Transformer style self-attention over the modality set (SPEC §3.6), pre-LN.
+"""Set-Transformer style self-attention over the modality set (docs/math.md §3.6), pre-LN.
 
 e_s = MLP(h_s); `depth` blocks of masked multi-head self-attention and a ReLU feed-forward,
 each with a residual; a final LayerNorm; masked sum pooling; ρ to the posterior head. The
@@ -23,7 +23,7 @@ from mmtrain.registry import AGGREGATORS
 
 class MaskedSelfAttentionBlock(nn.Module):
     """Pre-LN block: separate LayerNorms for queries and keys/values, bias-free projections,
-    scores scaled by the per-head width, ReLU in the feed-forward (SPEC §3.6)."""
+    scores scaled by the per-head width, ReLU in the feed-forward (docs/math.md §3.6)."""
 
     def __init__(self, width: int, attention_size: int, hidden_size: int, num_heads: int) -> None:
         super().__init__()

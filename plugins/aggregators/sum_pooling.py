@@ -1,4 +1,4 @@
-"""DeepSets sum pooling (SPEC §3.5): ρ(Σ_{s∈S} χ(h_s))."""
+"""DeepSets sum pooling (docs/math.md §3.5): ρ(Σ_{s∈S} χ(h_s))."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Image modalities: `C×H×W` pixels in [0, 1], strided conv encoder and transposed-conv
-decoder for any size (SPEC §4.6's SVHN networks made size-generic), and a bernoulli, laplace
+decoder for any size (docs/math.md §4.6's SVHN networks made size-generic), and a bernoulli, laplace
 or normal likelihood."""
 
 from __future__ import annotations

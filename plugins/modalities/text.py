@@ -1,5 +1,5 @@
 """Text modalities: fixed-length strings over a character alphabet, one-hot `[length, |A|]`
-(plus an unknown symbol when mapped), 1-D conv encoder/decoder as in SPEC §4.6's text
+(plus an unknown symbol when mapped), 1-D conv encoder/decoder as in docs/math.md §4.6's text
 networks, categorical likelihood."""
 
 from __future__ import annotations

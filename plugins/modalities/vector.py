@@ -40,7 +40,7 @@ def mlp_decoder(kind: str, latent_dim: int, out: int, hidden: tuple[int, ...]) -
     if kind == "linear":
         return nn.Linear(latent_dim, out)
     if kind == "injective":
-        # Dense(D) → leaky ReLU(0.1) → Dense, the iVAE scripts' decoder (SPEC §4.2).
+        # Dense(D) → leaky ReLU(0.1) → Dense, the iVAE scripts' decoder (docs/math.md §4.2).
         return MLP(latent_dim, out, (out,), 1, "leaky_relu_0.1")
     if kind == "mlp":
         return MLP(latent_dim, out, hidden, len(hidden), "relu")
