@@ -23,7 +23,7 @@ from mmtrain.cli import main
 from mmtrain.errors import PluginError
 from mmtrain.registry import check_provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "plugin-example"
 
 

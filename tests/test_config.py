@@ -1,0 +1,44 @@
+"""Loading a training config (`mmtrain.config.load_config`): a YAML file plus `key=value`
+overrides, with bad values and impossible combinations refused as one-line `ConfigError`s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmtrain.config import load_config
+from mmtrain.errors import ConfigError
+
+TINY = """
+data: {source: ivae-bimodal, batch_size: 250}
+model: {aggregator: sum_pooling, latent_dim: 2, feature_dim: 32,
+        aggregator_options: {pooling_size: 32, hidden_size: 32}}
+train: {steps: 12, log_every: 4, checkpoint_every: 4, keep_last: 10}
+"""
+
+
+def tiny_config(tmp_path: Path, *overrides: str):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return load_config(path, [f"output_dir={tmp_path / 'run'}", *overrides])
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("optim.lr=-0.1", "optim.lr must be positive"),
+        ("data.batch_size=0", "data.batch_size must be a positive integer"),
+        ("model.latnt_dim=3", "did you mean 'model.latent_dim'"),
+        ("train.mixed_precision=fp8", "train.mixed_precision must be one of"),
+        ("model.latent_dim=two", "model.latent_dim must be an integer"),
+    ],
+)
+def test_bad_config_values(tmp_path: Path, override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        tiny_config(tmp_path, override)
+
+
+def test_poe_with_mixture_prior_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="poe needs a single-component prior"):
+        tiny_config(tmp_path, "model.aggregator=poe", "model.prior={kind: mixture, components: 3}")
