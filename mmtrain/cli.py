@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
+from typing import TextIO
 
 from mmtrain.errors import MMTrainError
+from mmtrain.progress import quiet_library_bars
 
 #: subcommand modules, in help order
 COMMAND_MODULES = ("experiment", "train", "eval", "compare", "export", "data", "plugins")
@@ -46,8 +50,45 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     return parser, modules
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of each message."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+@contextmanager
+def messages_on_stderr() -> Iterator[None]:
+    """While open, the library's messages (`logging` under `mmtrain`, INFO and above) appear
+    on stderr as plain lines, as the command line shows them."""
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("mmtrain")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    with messages_on_stderr(), quiet_library_bars():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         parser, modules = build_parser()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -66,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmtrain.paper import ExperimentOptions, experiment_config, run_experiment
+    from mmtrain.progress import interactive
     from mmtrain.report import experiment_table, linear_gaussian_verdict
 
     options = ExperimentOptions(
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     config = experiment_config(args.name, options, args.set)
     # The bar only on a terminal: piped output would hold every redraw.
-    results = run_experiment(args.name, config, progress=not args.quiet and sys.stderr.isatty())
+    results = run_experiment(args.name, config, progress=not args.quiet and interactive())
     experiment_table(results)
     verdict = linear_gaussian_verdict(results)
     if verdict is not None:

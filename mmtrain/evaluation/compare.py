@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -82,10 +82,11 @@ PLOT_FIRST = (
 )
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    logger.info(message)
 
 
 @dataclass

@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,10 +54,11 @@ from mmtrain.model import MultiModalVAE
 from mmtrain.objectives import combined_stderr, importance_sampling
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    logger.info(message)
 
 
 @dataclass

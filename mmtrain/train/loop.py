@@ -10,9 +10,9 @@ gradient post-processing → step); log; evaluate; checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 
 from mmtrain import ops
 from mmtrain.batch import Batch
@@ -49,8 +48,11 @@ from mmtrain.objectives import (
     objective_key,
 )
 from mmtrain.optim import build_optimizer, postprocess_gradients
+from mmtrain.progress import progress_bar
 from mmtrain.registry import OBJECTIVES
 from mmtrain.train import rundir
+
+logger = logging.getLogger(__name__)
 
 #: a checkpoint callback for launchers (Ray): (metrics, checkpoint directory or None)
 Reporter = Callable[[dict[str, float], Path | None], None]
@@ -97,11 +99,9 @@ class InterruptFlag:
             raise KeyboardInterrupt
         self.first = now
         self.requested = True
-        print(
+        logger.warning(
             "\ninterrupt: finishing the current step and writing a checkpoint "
-            "(Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
+            "(Ctrl-C again to stop at once)"
         )
 
     @contextmanager
@@ -377,7 +377,7 @@ class _Run:
         if saved is None:
             torch.manual_seed(config.seed + 7919 * rank)
         elif accelerator.is_main_process:
-            print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
+            logger.info(f"resuming from {saved['path']} at step {saved['step']}")
 
         objective = ObjectiveModule(
             model,
@@ -401,11 +401,11 @@ class _Run:
             _announce_dropped(log, output, start_step)
             (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
         total_steps = _total_steps(config, loader, world)
-        bar = tqdm(
+        bar = progress_bar(
+            enabled=accelerator.is_main_process and progress,
             total=total_steps,
             initial=start_step,
             desc="train",
-            disable=None if accelerator.is_main_process and progress else True,
             dynamic_ncols=True,
         )
         cleanup.callback(bar.close)  # an error message must not share the bar's line
@@ -634,10 +634,9 @@ def _eval_loader(config: TrainConfig, rank: int, world: int) -> BatchLoader | No
 
 def _announce_dropped(log: MetricsLog, output: Path, start_step: int) -> None:
     if log.dropped:
-        print(
+        logger.info(
             f"dropped {log.dropped} lines of {output / rundir.METRICS_FILE} logged after "
-            f"step {start_step} (they are computed again)",
-            flush=True,
+            f"step {start_step} (they are computed again)"
         )
 
 
@@ -657,12 +656,12 @@ def _claim_output(
     if accelerator.is_main_process:
         if found:
             moved = rundir.move_aside(output)
-            print(f"--overwrite: moved the previous run in {output} to {moved}", flush=True)
+            logger.info(f"--overwrite: moved the previous run in {output} to {moved}")
         rundir.claim(output, run_id)
         removed = remove_stale_temporaries(output / "checkpoints")
         if removed:
             names = ", ".join(p.name for p in removed)
-            print(f"removed temporary checkpoint folders of stopped runs: {names}", flush=True)
+            logger.info(f"removed temporary checkpoint folders of stopped runs: {names}")
     accelerator.wait_for_everyone()
     return restarted
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import time
@@ -32,6 +33,8 @@ from typing import Any
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.errors import ConfigError, MMTrainError
 from mmtrain.train import rundir
+
+logger = logging.getLogger(__name__)
 
 #: environment variables the driver forwards to the workers when they are set
 FORWARDED_ENV = (
@@ -138,7 +141,7 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
     # Ray's own storage (`output_dir/ray` by default).
     moved = rundir.check_or_move_aside(output, resume, bool(getattr(args, "overwrite", False)))
     if moved is not None:
-        print(f"--overwrite: moved the previous run in {output} to {moved}", flush=True)
+        logger.info(f"--overwrite: moved the previous run in {output} to {moved}")
     # A fresh name per invocation: Ray Train resumes a run whose name it finds in storage.
     name = f"{output.name or 'mmtrain'}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     # The run id lets a worker group that Ray restarts before the first checkpoint start
