@@ -36,8 +36,10 @@ def test_wheel_contains_plugins_and_kernels(tmp_path: Path) -> None:
         "mmtrain/plugins/modalities/vector.py",
         "mmtrain/kernels/__init__.py",
         "mmtrain/kernels/reference.py",
+        "mmtrain/py.typed",
     ):
         assert required in names, required
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), sorted(names)
     assert not any(name.startswith(("plugins/", "kernels/", "tests/")) for name in names)
     for folder, prefix in (
         ("mmtrain", "mmtrain"),
