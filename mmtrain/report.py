@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -173,16 +174,25 @@ EVAL_LABELS = {
 }
 
 
-def eval_summary_rows(summary: Mapping[str, float]) -> list[tuple[str, str, float]]:
-    """(key, label, value) of the headline numbers present, in `EVAL_LABELS` order, then the
-    per-modality ones."""
-    rows = [(key, label, summary[key]) for key, label in EVAL_LABELS.items() if key in summary]
-    for key, value in summary.items():
-        name = key.split("/", 1)[-1]
-        if key.startswith("coherence/"):
-            rows.append((key, f"coherence → {name} (mean over S without it)", value))
-        elif key.startswith("conditional_ll/"):
-            rows.append((key, f"log p̂({name} | x_S), mean over S ≠ ∅", value))
+def eval_summary_rows(headline: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, float]]:
+    """(key, label, value) of the headline numbers (the rows of
+    `mmtrain.evaluation.tables.headline_table`, in its order): each number, and the
+    Monte-Carlo standard error beside the log-likelihoods that have one. `key` is the
+    number's flat key in `metrics.json`'s `summary` (`coherence/mnist`)."""
+    rows = []
+    for entry in headline:
+        metric, target = entry["metric"], entry["target"]
+        key = f"{metric}/{target}" if target else metric
+        if metric == "coherence":
+            label = f"coherence → {target} (mean over S without it)"
+        elif metric == "conditional_ll":
+            label = f"log p̂({target} | x_S), mean over S ≠ ∅"
+        else:
+            label = EVAL_LABELS.get(metric, metric)
+        rows.append((key, label, entry["value"]))
+        stderr = entry.get("stderr")
+        if f"{metric}_mc_se" in EVAL_LABELS and stderr is not None and stderr == stderr:
+            rows.append((f"{metric}_mc_se", EVAL_LABELS[f"{metric}_mc_se"], stderr))
     return rows
 
 
@@ -209,9 +219,9 @@ def eval_table(results: Mapping[str, object], console: Console | None = None) ->
     table = Table(title=title + " (per example)", caption=caption, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    summary = results.get("summary", {})
+    headline = results.get("headline", [])
     untrusted = set(results.get("untrusted", ()))  # type: ignore[arg-type]
-    for key, label, value in eval_summary_rows(summary):  # type: ignore[arg-type]
+    for key, label, value in eval_summary_rows(headline):  # type: ignore[arg-type]
         mark = " ⚠ untrusted" if key in untrusted else ""
         table.add_row(label, format_metric(key, value) + mark)
     console.print(table)
@@ -223,12 +233,13 @@ def compare_table(
     rows: list[dict[str, object]],
     metrics: list[tuple[str, str]],
     console: Console | None = None,
-    poe_modes: list[bool] | None = None,
+    notes: list[str] | None = None,
 ) -> None:
     """`mmtrain compare`'s table in the terminal: one row per aggregator × objective, each
-    metric as mean ± std over seeds; the caption gives the PoE mode of the PoE rows."""
+    metric as mean ± std over seeds (`mmtrain.compare.formatted_rows`); the caption gives the
+    aggregators' notes on their options (e.g. the PoE mode of the PoE rows)."""
     console = console or Console()
-    caption = "; ".join(poe_mode(mode) for mode in poe_modes or []) or None
+    caption = "; ".join(notes or []) or None
     table = Table(title="comparison (mean ± std over seeds)", caption=caption, header_style="bold")
     table.add_column("aggregator")
     table.add_column("objective")

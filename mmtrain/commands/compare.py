@@ -17,10 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="run aggregator × objective × seeds and write a paper-style comparison table",
         description="Train and evaluate every aggregator × objective × seed, then write "
-        "OUT/compare.md, OUT/compare.csv and OUT/compare.png (mean ± std over seeds). The "
+        "OUT/compare.md, OUT/compare.csv, OUT/compare.png (mean ± std over seeds), and "
+        "every number of every run in one tidy table (OUT/table.csv, OUT/compare.json). The "
         "simulated experiments report their scripts' metrics (exact and IS log-likelihoods, "
         "training objective, ELBO, MCC); digits (or --config) trains with the training loop and reports "
-        "`mmtrain eval`'s metrics. Finished runs are kept under OUT/cells and reused.",
+        "`mmtrain eval`'s metrics. Runs are trained under OUT/runs; finished cells are kept "
+        "under OUT/cells and reused.",
     )
     p.add_argument("--experiment", required=True, metavar="{" + ",".join(names) + "}")
     p.add_argument("--aggregators", nargs="+", required=True, metavar="NAME")
@@ -61,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmtrain.evaluation.compare import CompareSettings, run_compare
+    from mmtrain.compare import CompareSettings, formatted_rows, run_compare
     from mmtrain.evaluation.runner import EvalOptions
     from mmtrain.report import compare_table
 
@@ -89,21 +91,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     outcome = run_compare(settings)
-    from mmtrain.evaluation.compare import format_summary
-
-    rows = [
-        {
-            "aggregator": row["aggregator"],
-            "objective": row["objective"],
-            "seeds": row["seeds"],
-            **{key: format_summary(key, row[key]) for key, _, _ in outcome["columns"]},
-        }
-        for row in outcome["rows"]
-    ]
     compare_table(
-        rows,
-        [(key, label) for key, label, _ in outcome["columns"]],
-        poe_modes=outcome["poe_modes"],
+        formatted_rows(outcome["summary"], outcome["columns"]),
+        [(column.key, column.label) for column in outcome["columns"]],
+        notes=outcome["notes"],
     )
-    print(json.dumps({k: outcome[k] for k in ("markdown", "csv", "plot")}))
+    print(json.dumps({k: outcome[k] for k in ("markdown", "csv", "tidy_csv", "json", "plot")}))
     return 0

@@ -1,6 +1,7 @@
 """Evaluation of trained models: the paper's metrics per conditioning subset, pictures, a
-markdown report (`evaluate_checkpoint`, `mmtrain eval`), and grids of runs summarised in
-paper-style tables (`run_compare`, `mmtrain compare`).
+markdown report (`evaluate_checkpoint`, `mmtrain eval`), and the tidy tables the results are
+kept in (`mmtrain.evaluation.tables`). Grids of runs (`mmtrain compare`) train models and
+live in `mmtrain.compare`.
 
     from mmtrain.evaluation import EvalOptions, evaluate_checkpoint
 
@@ -17,9 +18,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CompareSettings": "compare",
-    "digits_config": "compare",
-    "run_compare": "compare",
     "ModalityClassifier": "classifiers",
     "TrainedClassifier": "classifiers",
     "train_classifier": "classifiers",
@@ -36,6 +34,9 @@ _EXPORTS = {
     "evaluate_checkpoint": "runner",
     "evaluate_model": "runner",
     "Subset": "subsets",
+    "evaluation_table": "tables",
+    "headline_table": "tables",
+    "seed_statistics": "tables",
     "enumerate_subsets": "subsets",
 }
 

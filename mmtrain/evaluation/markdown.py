@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mmtrain.evaluation.tables import WHOLE, from_records
 from mmtrain.report import (
     eval_summary_rows,
     format_metric,
@@ -62,60 +63,78 @@ def summary_section(results: dict[str, Any]) -> str:
     untrusted = set(results.get("untrusted", ()))
     rows = [
         [label, format_metric(key, value) + (f" {UNTRUSTED}" if key in untrusted else "")]
-        for key, label, value in eval_summary_rows(results["summary"])
+        for key, label, value in eval_summary_rows(results["headline"])
     ]
     return markdown_table(["metric (per example)", "value"], rows)
 
 
+def _untrusted_targets(results: dict[str, Any]) -> set[str]:
+    verdicts = results.get("classifier_check", {}).get("classifiers", {})
+    return {name for name, verdict in verdicts.items() if not verdict["trusted"]}
+
+
 def subset_section(results: dict[str, Any]) -> str:
-    """One row per subset S: rows, log p̂(x_S) (and the exact value), probe, MCC, coherence."""
+    """One row per subset S: rows, log p̂(x_S) (and the exact value), probe, MCC, coherence,
+    a pivot of the tidy table (`results["table"]`)."""
     names = list(results["model"]["modalities"])
-    joint = results["log_likelihood"]["joint"]
-    exact = results.get("exact_subsets", {})
-    probe = results.get("latent_probe", {})
-    mcc = results.get("mcc", {})
-    coherence = results.get("coherence", {})
+    table = from_records(results["table"])
+    per_subset = table[table.subset != WHOLE].set_index(["subset", "target", "metric"])
+
+    def get(subset: str, metric: str, column: str = "value", target: str = "") -> Any:
+        at = (subset, target, metric)
+        return per_subset.loc[at, column] if at in per_subset.index else None
+
+    present = set(per_subset.index.get_level_values("metric"))
+    coherence = {"coherence", "reconstruction_coherence"} & present
     headers = ["S", "rows", "log p̂(x_S)", "MC s.e."]
-    if exact:
-        headers.append("exact log p(x_S)")
-    if probe:
-        headers.append("latent probe")
-    if mcc:
-        headers.append("MCC strong-out")
+    extra = [
+        (metric, label)
+        for metric, label in (
+            ("exact_ll", "exact log p(x_S)"),
+            ("latent_probe", "latent probe"),
+            ("mcc_strong_out", "MCC strong-out"),
+        )
+        if metric in present
+    ]
+    headers += [label for _, label in extra]
     if coherence:
         headers += [f"→ {name}" for name in names]
+    untrusted = _untrusted_targets(results)
     rows = []
     for subset in results["subsets"]:
-        entry = joint.get(subset, {})
+        rows_used = get(subset, "log_likelihood", "n")
         row: list[object] = [
             subset,
-            entry.get("rows", 0),
-            entry.get("mean"),
-            format_number(entry.get("mc_stderr"), 3),
+            0 if rows_used is None or rows_used != rows_used else int(rows_used),
+            get(subset, "log_likelihood"),
+            format_number(get(subset, "log_likelihood", "stderr"), 3),
         ]
-        if exact:
-            row.append(exact.get(subset))
-        if probe:
-            row.append(_accuracy(probe.get(subset, {}).get("accuracy")))
-        if mcc:
-            row.append(mcc.get(subset, {}).get("strong_out"))
-        if coherence:
-            members = subset.split("+")
-            for name in names:
-                entry = coherence.get(subset, {}).get(name, {})
-                value = _accuracy(entry.get("accuracy"))
-                value = f"({value})" if name in members else value
-                row.append(value if entry.get("trusted", True) else f"{value} {UNTRUSTED}")
+        for metric, _ in extra:
+            value = get(subset, metric)
+            row.append(_accuracy(value) if metric == "latent_probe" else value)
+        for name in names if coherence else ():
+            cross = get(subset, "coherence", target=name)
+            own = get(subset, "reconstruction_coherence", target=name)
+            if cross is None and own is None:
+                row.append("–")
+                continue
+            value = _accuracy(cross) if cross is not None else f"({_accuracy(own)})"
+            row.append(f"{value} {UNTRUSTED}" if name in untrusted else value)
         rows.append(row)
     return markdown_table(headers, rows)
 
 
 def conditional_section(results: dict[str, Any]) -> str:
+    """log p̂(x_j | x_S): one row per conditioning subset, one column per target."""
     names = list(results["model"]["modalities"])
-    conditional = results["log_likelihood"]["conditional"]
-    rows = []
-    for subset, row in conditional.items():
-        rows.append([subset, *[row.get(name, {}).get("mean") for name in names]])
+    table = from_records(results["table"])
+    conditional = table[table.metric == "conditional_ll"]
+    wide = conditional.pivot(index="subset", columns="target", values="value")
+    wide = wide.reindex(index=list(dict.fromkeys(conditional.subset)), columns=names)
+    rows = [
+        [subset, *[None if v != v else float(v) for v in values]]
+        for subset, values in zip(wide.index, wide.to_numpy())
+    ]
     return markdown_table(["S \\ target j", *names], rows)
 
 
@@ -240,7 +259,10 @@ def render_report(results: dict[str, Any]) -> str:
     seconds = results.get("seconds", {})
     if seconds:
         spent = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in seconds.items())
-        lines += [f"<sub>Time: {spent}. All numbers: `metrics.json`.</sub>", ""]
+        lines += [
+            f"<sub>Time: {spent}. All numbers: `metrics.json`; the per-subset ones as a table: `metrics.csv`.</sub>",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -6,7 +6,9 @@
         labelled training rows (for the classifiers and the latent probe)
       → per subset S: log p̂(x_S), log p̂(x_j | x_S), coherence S → j, latent probe, MCC
       → joint coherence, exact linear-Gaussian log-likelihoods
-      → pictures, metrics.json, report.md
+      → one tidy table of the per-subset numbers and the headline numbers derived from it
+        (`mmtrain.evaluation.tables`)
+      → pictures, metrics.json, metrics.csv (the tidy table), report.md
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ from mmtrain.evaluation.simulated import (
     mcc_metrics,
 )
 from mmtrain.evaluation.subsets import Subset, enumerate_subsets
+from mmtrain.evaluation.tables import (
+    evaluation_table,
+    from_records,
+    headline_table,
+    records,
+    summary_dict,
+)
 from mmtrain.evaluation.trust import check_classifiers, flag_untrusted
 from mmtrain.model import MultiModalVAE
 from mmtrain.objectives import combined_stderr, importance_sampling
@@ -332,7 +341,7 @@ def evaluate_model(
                 )
             ),
         )
-    results["summary"] = summarize(results, names, full)
+    results["summary"] = summarize(results, subsets, full)
     for warning in flag_untrusted(results):
         log(f"warning: {warning}")
     if options.pictures:
@@ -343,6 +352,7 @@ def evaluate_model(
         )
     results["seconds"] = timings
     (out / "metrics.json").write_text(json.dumps(_finite(results), indent=1))
+    from_records(results["table"]).to_csv(out / "metrics.csv", index=False)
     write_report(results, out)
     return results
 
@@ -422,57 +432,19 @@ def _classifiers(
     )
 
 
-def summarize(results: dict[str, Any], names: list[str], full: Subset | None) -> dict[str, float]:
-    """The headline numbers: joint log-likelihood, mean coherences, probe accuracy, MCC."""
-    summary: dict[str, float] = {}
-    joint = results["log_likelihood"]["joint"]
-    if full is not None and joint.get(full.name, {}).get("rows"):
-        summary["joint_ll"] = joint[full.name]["mean"]
-        summary["joint_ll_mc_se"] = joint[full.name]["mc_stderr"]
-    if "observed" in results["log_likelihood"]:
-        summary["observed_ll"] = results["log_likelihood"]["observed"]["mean"]
-        summary["observed_ll_mc_se"] = results["log_likelihood"]["observed"]["mc_stderr"]
-    conditional = results["log_likelihood"]["conditional"]
-    for name in names:
-        values = [
-            row[name]["mean"]
-            for subset, row in conditional.items()
-            if subset != "∅" and name in row and row[name]["rows"]
-        ]
-        if values:
-            summary[f"conditional_ll/{name}"] = sum(values) / len(values)
-    coherence = results.get("coherence")
-    if coherence:
-        cross: list[float] = []
-        for name in names:
-            values = [
-                row[name]["accuracy"]
-                for subset, row in coherence.items()
-                if name not in subset.split("+") and row[name]["rows"]
-            ]
-            if values:
-                summary[f"coherence/{name}"] = sum(values) / len(values)
-                cross += values
-        if cross:
-            summary["cross_coherence"] = sum(cross) / len(cross)
-        summary["joint_coherence"] = results["joint_coherence"]
-    probe = results.get("latent_probe")
-    if probe:
-        values = [v["accuracy"] for v in probe.values() if math.isfinite(v["accuracy"])]
-        if values:
-            summary["latent_probe"] = sum(values) / len(values)
-        if full is not None and full.name in probe:
-            summary["latent_probe_all"] = probe[full.name]["accuracy"]
-    exact = results.get("exact")
-    if exact:
-        for key in ("exact_ll", "exact_ll_reference_quirk", "mle_ll", "rel_model_gap"):
-            if key in exact:
-                summary[key] = exact[key]
-    mcc = results.get("mcc")
-    if mcc and "observed" in mcc:
-        summary["mcc_strong_out"] = mcc["observed"]["strong_out"]
-        summary["mcc_weak_out"] = mcc["observed"]["weak_out"]
-    return summary
+def summarize(
+    results: dict[str, Any], subsets: list[Subset], full: Subset | None
+) -> dict[str, float]:
+    """The headline numbers (joint log-likelihood, mean coherences, probe accuracy, MCC),
+    derived from the tidy table of the per-subset numbers (`mmtrain.evaluation.tables`).
+    `results` gains both tables as records (`table`, `headline`); the return value is the
+    flat `summary` mapping of `metrics.json` (`joint_ll`, `coherence/mnist`, ...)."""
+    table = evaluation_table(results, subsets)
+    modalities = list(dict.fromkeys(name for subset in subsets for name in subset.names))
+    headline = headline_table(table, None if full is None else full.name, modalities)
+    results["table"] = records(table)
+    results["headline"] = records(headline)
+    return summary_dict(headline)
 
 
 def draw_pictures(

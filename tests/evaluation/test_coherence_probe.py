@@ -27,7 +27,7 @@ from mmtrain.evaluation.coherence import (
 from mmtrain.evaluation.probe import latent_classification, probe_accuracy
 from mmtrain.evaluation.simulated import mcc_metrics
 from mmtrain.evaluation.subsets import Subset, enumerate_subsets
-from tests.eval.models import blobs, linear_gaussian_model, one_hot_labels, prototype_model
+from tests.evaluation.models import blobs, linear_gaussian_model, one_hot_labels, prototype_model
 
 PROTOTYPES = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
 

@@ -24,7 +24,7 @@ from mmtrain.objectives import (
     importance_sampling,
     log_mean_exp_stderr,
 )
-from tests.eval.models import linear_gaussian_model
+from tests.evaluation.models import linear_gaussian_model
 from tests.helpers import build_small_model, random_batch
 
 
