@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mmtrain._version import __version__
 from mmtrain.errors import CheckpointError, ConfigError, DataError, MMTrainError, PluginError
 
 if TYPE_CHECKING:
     from mmtrain.batch import Batch
     from mmtrain.model import MultiModalVAE
-
-__version__ = "0.1.0"
 
 #: imported on first use, so that `import mmtrain` (and the CLI's `--help`) stays light
 _LAZY = {"Batch": "mmtrain.batch", "MultiModalVAE": "mmtrain.model"}

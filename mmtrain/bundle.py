@@ -19,6 +19,7 @@ from typing import Any
 from mmtrain.checkpoint import MODEL_FILE, load_weights, read_state, resolve_checkpoint
 from mmtrain.errors import CheckpointError, PluginError
 from mmtrain.model import MultiModalVAE
+from mmtrain.registry import MODALITIES, check_provenance
 
 BUNDLE_CONFIG = "config.json"
 BUNDLE_FORMAT = "mmtrain-bundle/1"
@@ -124,10 +125,6 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def _check_plugins(bundle: dict[str, Any]) -> None:
-    try:
-        from mmtrain.registry import check_provenance
-    except ImportError:
-        return
     if bundle.get("plugins"):
         check_provenance(bundle["plugins"])
 
@@ -136,7 +133,6 @@ def build_and_load(source: ModelSource, device: str = "cpu") -> MultiModalVAE:
     """The model a `ModelSource` describes, with its weights, in eval mode."""
     from mmtrain.config import config_from_dict
     from mmtrain.factory import build_model
-    from mmtrain.registry import MODALITIES
 
     description = source.description
     if "model_signature" not in description or "config" not in description:

@@ -14,19 +14,16 @@ and `decoder` free as option names (`vector` has `likelihood="laplace"`, `decode
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import numbers
-import types
-import typing
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mmtrain.errors import ConfigError, DataError
+from mmtrain.errors import DataError
 from mmtrain.likelihoods import Likelihood
+from mmtrain.schema import check_keys, convert_fields
 
 
 class Modality(nn.Module):
@@ -107,22 +104,8 @@ class ModalityPlugin:
     kind: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for spec in dataclasses.fields(self):
-            value = _coerce(getattr(self, spec.name), hints.get(spec.name), self._where(spec))
-            choices = spec.metadata.get("choices")
-            if choices is not None and value not in choices:
-                close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"{self._where(spec)} is {value!r}{hint} Choose one of "
-                    f"{', '.join(map(repr, choices))}"
-                )
-            setattr(self, spec.name, value)
+        convert_fields(self, lambda name: f"{self.kind or type(self).__name__} option {name!r}")
         self.validate()
-
-    def _where(self, spec: dataclasses.Field) -> str:
-        return f"{self.kind or type(self).__name__} option {spec.name!r}"
 
     def validate(self) -> None:
         """Check option combinations; raise `ConfigError` naming the option and the fix."""
@@ -195,64 +178,11 @@ def create_modality(kind: str, options: dict[str, object] | None = None) -> Moda
     options = dict(options or {})
     if dataclasses.is_dataclass(cls):
         known = [spec.name for spec in dataclasses.fields(cls) if spec.init]
-        for name in options:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"unknown option {name!r} for modality {kind!r}{hint} Known: {', '.join(known)}"
-                )
+        check_keys(options, known, what="option", owner=f" for modality {kind!r}")
     return cls(**options)
 
 
 def _jsonable(value: object) -> object:
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
-    return value
-
-
-def _coerce(value: object, hint: object, where: str) -> object:
-    """Check `value` against a simple type hint, converting lists to tuples and ints to
-    floats; hints it does not understand pass the value through."""
-    if hint is None or hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as error:
-                errors.append(error)
-        raise errors[0]
-    if origin is tuple:
-        if not isinstance(value, tuple | list):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        item = args[0] if args else None
-        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
-            return tuple(_coerce(v, item, where) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{where} must have {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
     return value

@@ -17,7 +17,6 @@ provides it; `provenance()` turns that into a JSON record for configs and checkp
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import importlib
 import importlib.metadata as metadata
@@ -31,7 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from mmtrain.errors import PluginError
+from mmtrain._version import __version__
+from mmtrain.errors import PluginError, did_you_mean
 
 T = TypeVar("T")
 
@@ -44,6 +44,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "mmtrain.likelihoods",
     "mmtrain.kernels",
     "mmtrain.data.embedded",
+    "mmtrain.data.digits",
 )
 
 #: A provenance record: {kind: {name: {"package": ..., "version": ...}}}, JSON-safe.
@@ -162,9 +163,9 @@ class Registry(Generic[T]):
 
     def _unknown_message(self, name: str) -> str:
         known = sorted(self._entries)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        message = f"unknown {self.kind} {name!r}{hint} Known: {', '.join(known)}"
+        message = (
+            f"unknown {self.kind} {name!r}{did_you_mean(name, known)} Known: {', '.join(known)}"
+        )
         failures = failed_plugins()
         if failures:
             message += ". Plugin packages that failed to load: " + "; ".join(
@@ -249,7 +250,7 @@ def _mmtrain_source() -> Source:
         try:
             version = metadata.version("mmtrain")
         except metadata.PackageNotFoundError:
-            from mmtrain import __version__ as version
+            version = __version__
         _module_sources["mmtrain"] = Source("mmtrain", version)
     return _module_sources["mmtrain"]
 
@@ -387,8 +388,7 @@ def list_plugins(pattern: str = "*", kind: str | None = None) -> list[Entry]:
 def registry_for(kind: str) -> Registry:
     """The registry of one kind (`modality`, `aggregator`, …)."""
     if kind not in REGISTRIES:
-        close = difflib.get_close_matches(kind, list(REGISTRIES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(kind, REGISTRIES)
         raise PluginError(f"unknown plugin kind {kind!r}{hint} Known: {', '.join(REGISTRIES)}")
     return REGISTRIES[kind]
 

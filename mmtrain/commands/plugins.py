@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from mmtrain.errors import PluginError
+from mmtrain.errors import PluginError, did_you_mean
 
 #: documentation for the constructor arguments every aggregator shares (set by the model)
 AGGREGATOR_ARGUMENTS = {
@@ -148,8 +148,6 @@ def _full_doc(obj: Any) -> str:
 
 
 def info_command(name: str, kind: str | None, as_json: bool) -> int:
-    import difflib
-
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -162,11 +160,9 @@ def info_command(name: str, kind: str | None, as_json: bool) -> int:
         matches = [e for e in list_plugins() if e.name == name]
     if not matches:
         known = sorted({e.name for e in list_plugins()})
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise PluginError(
-            f"no plugin named {name!r}{hint} (`mmtrain plugins list` shows all "
-            f"{len(known)}; kinds: {', '.join(REGISTRIES)})"
+            f"no plugin named {name!r}{did_you_mean(name, known)} (`mmtrain plugins list` "
+            f"shows all {len(known)}; kinds: {', '.join(REGISTRIES)})"
         )
     described = []
     for entry in matches:

@@ -3,13 +3,15 @@ modality plugins, and how the stream is shuffled, batched and policed."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from mmtrain.errors import ConfigError
+from mmtrain.schema import build, convert_fields
 
-BAD_ROW_POLICIES = ("error", "skip")
+#: integer fields that must be ≥ 1, and those that must be ≥ 0
+_POSITIVE = ("batch_size", "shuffle_buffer", "interleave_shards", "read_rows", "prefetch_factor")
+_NON_NEGATIVE = ("num_workers", "presence_check_rows", "seed")
 
 
 @dataclass(frozen=True)
@@ -18,32 +20,30 @@ class ModalitySpec:
     (a `MODALITIES` name) and the plugin's `options`."""
 
     column: str
-    kind: str
+    kind: str = field(
+        metadata={"doc": "the modality plugin that decodes it, e.g. vector, image, text, label"}
+    )
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, name: str, value: object) -> ModalitySpec:
         """`{column?, kind, options?}`; the column defaults to the modality name."""
+        where = f"data.modalities.{name}"
         if isinstance(value, ModalitySpec):
-            return value
-        if not isinstance(value, dict):
+            spec = value
+        elif isinstance(value, dict):
+            values = {"column": name, **value}
+            if values.get("options") is None:
+                values.pop("options", None)
+            spec = build(cls, values, where)
+        else:
             raise ConfigError(
-                f"data.modalities.{name} must be a mapping with 'kind' (and optionally "
-                f"'column' and 'options'), got {value!r}"
+                f"{where} must be a mapping with 'kind' (and optionally 'column' and "
+                f"'options'), got {value!r}"
             )
-        _check_keys(f"data.modalities.{name}", value, ("column", "kind", "options"))
-        if "kind" not in value:
-            raise ConfigError(
-                f"data.modalities.{name} needs 'kind', the modality plugin that decodes it "
-                "(e.g. vector, image, text, label)"
-            )
-        options = value.get("options") or {}
-        if not isinstance(options, dict):
-            raise ConfigError(f"data.modalities.{name}.options must be a mapping, got {options!r}")
-        column = value.get("column", name)
-        if not isinstance(column, str) or not column:
-            raise ConfigError(f"data.modalities.{name}.column must be a column name")
-        return cls(column, str(value["kind"]), dict(options))
+        if not spec.column:
+            raise ConfigError(f"{where}.column must be a column name")
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         return {"column": self.column, "kind": self.kind, "options": dict(self.options)}
@@ -69,10 +69,11 @@ class DataConfig:
     `read_rows` is the size of the Arrow chunks decoded at once.
     """
 
-    source: str
+    source: str = field(metadata={"doc": "a dataset name, directory, files or glob"})
     split: str = "train"
-    modalities: dict[str, ModalitySpec] = field(default_factory=dict)
-    label_columns: tuple[str, ...] | None = None
+    #: a mapping's column defaults to its modality name (`ModalitySpec.from_dict`)
+    modalities: dict[str, ModalitySpec | dict[str, Any]] = field(default_factory=dict)
+    label_columns: tuple[str, ...] | str | None = None
     batch_size: int = 256
     shuffle: bool = True
     shuffle_buffer: int = 10_000
@@ -95,46 +96,28 @@ class DataConfig:
     modality_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source.strip():
-            raise ConfigError("data.source must name a dataset, a directory, files or a glob")
+        if isinstance(self.label_columns, str):
+            object.__setattr__(self, "label_columns", (self.label_columns,))
+        convert_fields(self, lambda name: f"data.{name}")
         modalities = {
-            str(name): ModalitySpec.from_dict(str(name), spec)
-            for name, spec in (self.modalities or {}).items()
+            name: ModalitySpec.from_dict(name, spec) for name, spec in self.modalities.items()
         }
         object.__setattr__(self, "modalities", modalities)
-        if self.label_columns is not None:
-            labels = (
-                (self.label_columns,)
-                if isinstance(self.label_columns, str)
-                else tuple(self.label_columns)
-            )
-            object.__setattr__(self, "label_columns", labels)
-        for name in (
-            "batch_size",
-            "shuffle_buffer",
-            "interleave_shards",
-            "read_rows",
-            "prefetch_factor",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
-        for name in ("num_workers", "presence_check_rows", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"data.{name} must be a non-negative integer, got {value!r}")
-        if self.on_bad_row not in BAD_ROW_POLICIES:
-            raise ConfigError(
-                f"data.on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, "
-                f"got {self.on_bad_row!r}"
-            )
-        if self.missing_rate is not None and not 0.0 <= float(self.missing_rate) < 1.0:
+        if not self.source.strip():
+            raise ConfigError("data.source must name a dataset, a directory, files or a glob")
+        for name in _POSITIVE:
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"data.{name} must be a positive integer, got {getattr(self, name)!r}"
+                )
+        for name in _NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"data.{name} must be a non-negative integer, got {getattr(self, name)!r}"
+                )
+        if self.missing_rate is not None and not 0.0 <= self.missing_rate < 1.0:
             raise ConfigError(f"data.missing_rate must be in [0, 1), got {self.missing_rate}")
-        if self.format not in (None, "parquet", "arrow", "json"):
-            raise ConfigError(
-                f"data.format must be parquet, arrow or json (or left out), got {self.format!r}"
-            )
-        columns = [spec.column for spec in modalities.values()]
+        columns = [spec.column for spec in self.modalities.values()]
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
             raise ConfigError(f"data.modalities read the same column twice: {repeated}")
@@ -142,12 +125,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DataConfig:
         """Build from a YAML/JSON mapping; unknown keys fail with the closest known key."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"the data section must be a mapping, got {values!r}")
-        _check_keys("data", values, [f.name for f in fields(cls)])
-        if "source" not in values:
-            raise ConfigError("data.source is required (a dataset name, directory, files or glob)")
-        return cls(**values)
+        return build(cls, values, "data")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe mapping that `from_dict` turns back into an equal config."""
@@ -165,11 +143,3 @@ class DataConfig:
 
     def replace(self, **changes: Any) -> DataConfig:
         return replace(self, **changes)
-
-
-def _check_keys(where: str, values: dict[str, Any], known: list[str] | tuple[str, ...]) -> None:
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown key {where}.{key}{hint} Known: {', '.join(known)}")

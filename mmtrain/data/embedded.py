@@ -10,7 +10,6 @@ shards and a `card.json` under `$MMTRAIN_HOME/datasets/<name>-v<version>-<hash o
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import json
@@ -31,6 +30,7 @@ from mmtrain import simulations
 from mmtrain.data.config import ModalitySpec
 from mmtrain.errors import ConfigError, DataError
 from mmtrain.registry import DATASETS
+from mmtrain.schema import check_keys
 
 CARD = "card.json"
 ROW_GROUP_ROWS = 1024
@@ -77,14 +77,8 @@ class EmbeddedDataset:
         """The builder's defaults updated by `options`; unknown names raise `ConfigError`."""
         known = self.defaults()
         given = {k: v for k, v in (options or {}).items() if v is not None}
-        for key in given:
-            if key not in known:
-                close = difflib.get_close_matches(key, list(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"unknown option {key!r} for embedded dataset {self.name!r}{hint} "
-                    f"Known: {', '.join(known)}"
-                )
+        owner = f" for embedded dataset {self.name!r}"
+        check_keys(given, list(known), what="option", owner=owner)
         return {**known, **given}
 
     def cache_key(self, options: dict[str, Any]) -> str:
@@ -399,5 +393,3 @@ register_embedded(
         build_ivae_multimodal,
     )
 )
-
-from mmtrain.data import digits as _digits  # noqa: E402,F401  registers "digits"

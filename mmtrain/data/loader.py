@@ -52,7 +52,7 @@ from mmtrain.data.sources import (
     resolve_source,
 )
 from mmtrain.errors import ConfigError, DataError, PluginError
-from mmtrain.modality import ModalityPlugin
+from mmtrain.modality import ModalityPlugin, create_modality
 
 log = logging.getLogger("mmtrain.data")
 
@@ -91,19 +91,10 @@ def resolve_modalities(
 def build_plugins(modalities: dict[str, ModalitySpec]) -> dict[str, ModalityPlugin]:
     """One configured plugin per modality, `MODALITIES.get(kind)(**options)`; unknown kinds
     and options fail with the known ones."""
-    try:
-        from mmtrain.modality import create_modality
-    except ImportError:  # pragma: no cover - older plugin interface
-        create_modality = None
-    from mmtrain.registry import MODALITIES
-
     plugins = {}
     for name, spec in modalities.items():
         try:
-            if create_modality is not None:
-                plugin = create_modality(spec.kind, spec.options)
-            else:
-                plugin = MODALITIES.get(spec.kind)(**spec.options)
+            plugin = create_modality(spec.kind, spec.options)
         except TypeError as error:
             raise ConfigError(
                 f"data.modalities.{name}: bad options for modality kind {spec.kind!r}: {error}"

@@ -3,7 +3,6 @@ networks; cells are class indices or class names."""
 
 from __future__ import annotations
 
-import difflib
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from mmtrain import likelihoods
-from mmtrain.errors import ConfigError, DataError
+from mmtrain.errors import ConfigError, DataError, did_you_mean
 from mmtrain.likelihoods import Likelihood
 from mmtrain.modality import ModalityPlugin, option
 from mmtrain.nets import ACTIVATIONS, MLP
@@ -91,8 +90,7 @@ class LabelPlugin(ModalityPlugin):
             if self.class_names is not None:
                 if cell in self.class_names:
                     return self.class_names.index(cell)
-                close = difflib.get_close_matches(cell, self.class_names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(cell, self.class_names)
                 raise bad_cell(self.kind, f"unknown class name {cell!r}{hint}")
             if cell.strip().lstrip("-").isdigit():
                 cell = int(cell)

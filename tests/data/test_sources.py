@@ -68,7 +68,9 @@ def test_globs_files_and_formats(tmp_path):
 
 
 def test_config_is_validated_with_helpful_messages(tmp_path):
-    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+    with pytest.raises(
+        ConfigError, match="unknown key 'data.batchsize'; did you mean 'data.batch_size'"
+    ):
         DataConfig.from_dict({"source": "digits", "batchsize": 3})
     with pytest.raises(ConfigError, match="on_bad_row"):
         DataConfig("digits", on_bad_row="ignore")  # type: ignore[arg-type]
