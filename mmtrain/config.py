@@ -143,11 +143,11 @@ class TrainConfig:
             raise ConfigError(f"train.steps / train.epochs must be ≥ 1, got {length}")
         if self.model.prior.kind == "fixed" and self.model.prior.components != 1:
             raise ConfigError("a fixed prior has one component; use model.prior.kind: mixture")
-        if self.model.aggregator == "poe" and self.model.prior.components != 1:
-            raise ConfigError(
-                "poe needs a single-component prior (docs/math.md §3.2): set model.prior.components: 1 "
-                "or choose another aggregator"
-            )
+        # The plugins say which combinations they can build; a function-level import, as the
+        # factory imports this module.
+        from mmtrain.factory import check_model
+
+        check_model(self.model)
         return self
 
 

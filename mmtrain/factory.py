@@ -50,11 +50,11 @@ def check_model(model: ModelSection) -> None:
     OBJECTIVES.get(model.objective)
     limit = cls.max_components
     if limit is not None and model.prior.components > limit:
+        needs = "a single-component prior" if limit == 1 else f"at most {limit} components"
         raise ConfigError(
-            f"{model.aggregator} supports at most {limit} mixture component(s) but "
-            f"model.prior.components is {model.prior.components}; set "
-            f"model.prior.components: {limit} (and model.prior.kind: fixed) or choose "
-            "another aggregator"
+            f"{model.aggregator} needs {needs} but model.prior.components is "
+            f"{model.prior.components}; set model.prior.components: {limit} (and "
+            "model.prior.kind: fixed) or choose another aggregator"
         )
 
 

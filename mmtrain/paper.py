@@ -24,6 +24,7 @@ import yaml
 
 from mmtrain.config import TrainConfig, apply_overrides, config_from_dict
 from mmtrain.errors import ConfigError
+from mmtrain.registry import AGGREGATORS
 
 if TYPE_CHECKING:
     from mmtrain.batch import Batch
@@ -228,5 +229,8 @@ def settings_summary(name: str, config: TrainConfig) -> dict[str, Any]:
         "is_samples": config.train.eval_is_samples,
         "subset_mode": config.model.subset_mode,
         "poe_reference_bug": bool(config.model.aggregator_options.get("poe_reference_bug")),
+        "options_line": AGGREGATORS.get(config.model.aggregator).describe_options(
+            dict(config.model.aggregator_options)
+        ),
         "faithful_data": options.get("faithful", True),
     }

@@ -30,20 +30,11 @@ LABELS = {
 STANDARD_ERRORS = {"is_ll": "is_ll_se", "is_ll_test": "is_ll_test_se"}
 
 
-def poe_mode(poe_reference_bug: object) -> str:
-    """How a PoE model combined its experts, for table captions."""
-    if poe_reference_bug:
-        return "PoE mode: the reference code's mean Σ μ_s v_s / P (poe_reference_bug on)"
-    return "PoE mode: precision-weighted mean (poe_reference_bug off)"
-
-
 def experiment_table(results: Mapping[str, object], console: Console | None = None) -> None:
     console = console or Console()
     settings = results.get("settings", {})
     title = "{experiment}: {aggregator} + {objective}".format(**settings)  # type: ignore[arg-type]
-    caption = None
-    if isinstance(settings, Mapping) and settings.get("aggregator") == "poe":
-        caption = poe_mode(settings.get("poe_reference_bug"))
+    caption = settings.get("options_line") if isinstance(settings, Mapping) else None
     table = Table(
         title=title + " (per example)", caption=caption, show_header=True, header_style="bold"
     )
@@ -213,9 +204,7 @@ def eval_table(results: Mapping[str, object], console: Console | None = None) ->
     console = console or Console()
     model = results.get("model", {})
     title = "evaluation: {aggregator} + {objective}".format(**model)  # type: ignore[arg-type]
-    caption = None
-    if isinstance(model, Mapping) and model.get("aggregator") == "poe":
-        caption = poe_mode(model.get("poe_reference_bug"))
+    caption = model.get("options_line") if isinstance(model, Mapping) else None
     table = Table(title=title + " (per example)", caption=caption, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")

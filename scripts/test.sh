@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh kernels,distributed,dev
+# Lint and format first: a style error fails in seconds, not after the suite.
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
 # Ahead-of-time kernel check: every Triton kernel variant the launchers can choose, compiled for
 # sm_80 and sm_90 without a GPU, one line each (registers, shared memory, spills, occupancy);
 # fails on a compile error, a spill or too much shared memory. MMTRAIN_SKIP_AOT=1 skips it.

@@ -13,7 +13,6 @@ from mmtrain.report import (
     format_metric,
     format_number,
     markdown_table,
-    poe_mode,
 )
 
 #: the mark of a figure that rests on a classifier below the trust threshold
@@ -184,11 +183,7 @@ def render_report(results: dict[str, Any]) -> str:
         + f". Log-likelihoods use {results['log_likelihood']['num_samples']} importance "
         "samples per example (nats per example); *MC s.e.* is the Monte-Carlo standard error "
         "of their mean (delta method), *stderr* in metrics.json the spread over rows."
-        + (
-            f" {poe_mode(model['poe_reference_bug'])}."
-            if model["aggregator"] == "poe" and "poe_reference_bug" in model
-            else ""
-        ),
+        + (f" {model['options_line']}." if model.get("options_line") else ""),
         "",
     ]
     if data.get("warning"):

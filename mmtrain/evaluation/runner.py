@@ -247,7 +247,9 @@ def evaluate_model(
             "latent_dim": model.latent_dim,
             "modalities": {n: list(model.modalities[n].event_shape) for n in names},
             "prior": loaded.config.model.prior.kind,
-            "poe_reference_bug": getattr(model.aggregator, "poe_reference_bug", None),
+            "options_line": type(model.aggregator).describe_options(
+                dict(loaded.config.model.aggregator_options)
+            ),
         },
         "data": {
             "source": loaded.extra.get("source", loaded.config.data.source),
