@@ -37,6 +37,7 @@ from mmtrain.registry import AGGREGATORS, OBJECTIVES
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
 
 #: experiments run through the training loop and `mmtrain eval`
 TRAINED = ("digits",)
@@ -637,66 +638,30 @@ def plot_comparison(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    available = [c for c in columns if summary[f"{c.key}_n"].any()]
-    first = [c for key in PLOT_FIRST for c in available if c.key == key]
-    shown = (first + [c for c in available if c not in first])[:max_panels]
+    shown = _plotted_columns(summary, columns, max_panels)
     if not shown:
         return None
     per_row = min(4, len(shown))
     grid_rows = math.ceil(len(shown) / per_row)
-    aggregators, objectives = settings.aggregators, settings.objectives
-    width = 0.5 / len(objectives)
     fig, axes = plt.subplots(
         grid_rows,
         per_row,
-        figsize=(max(3.0, 0.5 * len(aggregators) + 1.4) * per_row, 3.4 * grid_rows + 0.5),
+        figsize=(max(3.0, 0.5 * len(settings.aggregators) + 1.4) * per_row, 3.4 * grid_rows + 0.5),
         dpi=110,
         squeeze=False,
     )
-    colours = plt.get_cmap("tab10")
     for ax in axes.flat[len(shown) :]:
         ax.axis("off")
     summary = summary.set_index(["aggregator", "objective"])
     for ax, column in zip(axes.flat, shown):
-        scale = _digits(column)[0]
-        rows = table[(table.metric == column.metric) & (table.target == column.target)]
-        for j, objective in enumerate(objectives):
-            xs = np.arange(len(aggregators)) + (j - (len(objectives) - 1) / 2) * width
-            for x, aggregator in zip(xs, aggregators):
-                entry = summary.loc[(aggregator, objective)]
-                n = int(entry[f"{column.key}_n"])
-                if not n:
-                    continue
-                mine = rows[(rows.aggregator == aggregator) & (rows.objective == objective)]
-                seeds = scale * mine[column.field].dropna().to_numpy()
-                ax.scatter([x] * len(seeds), seeds, s=10, color=colours(j), alpha=0.45, zorder=2)
-                std = float(entry[f"{column.key}_std"])
-                ax.errorbar(
-                    [x],
-                    [scale * float(entry[f"{column.key}_mean"])],
-                    yerr=[scale * std if n > 1 else 0.0],
-                    fmt="o",
-                    ms=6,
-                    capsize=4,
-                    color=colours(j),
-                    label=objective if x == xs[0] else None,
-                    zorder=3,
-                )
-        ax.set_xticks(np.arange(len(aggregators)))
-        ax.set_xticklabels(aggregators, rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.6, len(aggregators) - 0.4)
-        ax.set_title(column.label + ("" if column.higher else " (lower is better)"), fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        if scale == 100.0:
-            ax.set_ylabel("%")
+        _draw_panel(ax, settings, table, summary, column)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(
         handles,
         labels,
         loc="lower center",
-        ncol=len(objectives),
+        ncol=len(settings.objectives),
         fontsize=9,
         title="objective",
         title_fontsize=9,
@@ -712,6 +677,56 @@ def plot_comparison(
     fig.savefig(path, facecolor="white")
     plt.close(fig)
     return path
+
+
+def _plotted_columns(summary: pd.DataFrame, columns: list[Column], max_panels: int) -> list[Column]:
+    """The columns with a value, those of PLOT_FIRST first, at most `max_panels`."""
+    available = [c for c in columns if summary[f"{c.key}_n"].any()]
+    first = [c for key in PLOT_FIRST for c in available if c.key == key]
+    return (first + [c for c in available if c not in first])[:max_panels]
+
+
+def _draw_panel(
+    ax: Axes, settings: CompareSettings, table: pd.DataFrame, summary: pd.DataFrame, column: Column
+) -> None:
+    """One metric's panel; `summary` is indexed by (aggregator, objective)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    aggregators, objectives = settings.aggregators, settings.objectives
+    width = 0.5 / len(objectives)
+    colours = plt.get_cmap("tab10")
+    scale = _digits(column)[0]
+    rows = table[(table.metric == column.metric) & (table.target == column.target)]
+    for j, objective in enumerate(objectives):
+        xs = np.arange(len(aggregators)) + (j - (len(objectives) - 1) / 2) * width
+        for x, aggregator in zip(xs, aggregators):
+            entry = summary.loc[(aggregator, objective)]
+            n = int(entry[f"{column.key}_n"])
+            if not n:
+                continue
+            mine = rows[(rows.aggregator == aggregator) & (rows.objective == objective)]
+            seeds = scale * mine[column.field].dropna().to_numpy()
+            ax.scatter([x] * len(seeds), seeds, s=10, color=colours(j), alpha=0.45, zorder=2)
+            std = float(entry[f"{column.key}_std"])
+            ax.errorbar(
+                [x],
+                [scale * float(entry[f"{column.key}_mean"])],
+                yerr=[scale * std if n > 1 else 0.0],
+                fmt="o",
+                ms=6,
+                capsize=4,
+                color=colours(j),
+                label=objective if x == xs[0] else None,
+                zorder=3,
+            )
+    ax.set_xticks(np.arange(len(aggregators)))
+    ax.set_xticklabels(aggregators, rotation=30, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(aggregators) - 0.4)
+    ax.set_title(column.label + ("" if column.higher else " (lower is better)"), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if scale == 100.0:
+        ax.set_ylabel("%")
 
 
 # ----------------------------------------------------------------------------- entry

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -176,6 +176,25 @@ def check_aggregator(
         )
 
 
+@dataclass
+class _AggregatorCase:
+    """What the aggregator checks share: a float64 aggregator and its prior, features `h`
+    [B, M, F], a mask [B, M], points `z` [3, B, d], the generator that supplies later draws
+    (in a fixed order), and the reference log q(z|x_S) once the first check has computed it."""
+
+    make: Callable[[int], tuple[Aggregator, Prior]]
+    agg: Aggregator
+    prior: Prior
+    h: Tensor
+    mask: Tensor
+    z: Tensor
+    gen: torch.Generator
+    reference: Tensor = field(init=False)
+
+    def density(self, module: Aggregator, features: Tensor, mask: Tensor) -> Tensor:
+        return module(features, mask, self.prior).log_prob(self.z.to(features))
+
+
 def _check_aggregator(
     aggregator: type[Aggregator] | str,
     latent_dim: int,
@@ -203,47 +222,78 @@ def _check_aggregator(
     with checks.check("construction"):
         agg, prior = make(0)
         assert isinstance(agg, nn.Module), "an aggregator must be an nn.Module"
+    case = _aggregator_case(make, agg, prior, (batch_size, num_modalities, feature_dim), latent_dim)
+    _check_output(checks, case)
+    _check_permutation_invariance(checks, case)
+    _check_blind_to_masked_rows(checks, case)
+    _check_uses_present_rows(checks, case)
+    _check_empty_set(checks, case)
+    _check_forward_pair(checks, case)
+    _check_aggregator_gradients(checks, case)
+    _aggregator_dtypes(checks, agg, prior, case.h, case.mask, case.z, case.reference)
+    _check_aggregator_round_trip(checks, case)
+    return checks.report
+
+
+def _aggregator_case(
+    make: Callable[[int], tuple[Aggregator, Prior]],
+    agg: Aggregator,
+    prior: Prior,
+    shape: tuple[int, int, int],
+    latent_dim: int,
+) -> _AggregatorCase:
+    """Features, a mask with a fully observed row, a one-modality row and no empty row, and
+    points z, drawn from a generator seeded with 1."""
+    batch_size, num_modalities, _ = shape
     gen = torch.Generator().manual_seed(1)
-    shape = (batch_size, num_modalities, feature_dim)
     h = torch.randn(*shape, generator=gen, dtype=torch.float64)
     mask = torch.rand(batch_size, num_modalities, generator=gen) < 0.6
     mask[0] = True
     mask[1] = torch.arange(num_modalities) == 0
     mask[:, -1] |= ~mask.any(-1)
     z = torch.randn(3, batch_size, latent_dim, generator=gen, dtype=torch.float64)
+    return _AggregatorCase(make, agg, prior, h, mask, z, gen)
 
-    def density(module: Aggregator, features: Tensor, m: Tensor, p: Prior = prior) -> Tensor:
-        return module(features, m, p).log_prob(z.to(features))
 
+def _check_output(checks: _Checks, case: _AggregatorCase) -> None:
+    batch_size, latent_dim = case.z.shape[1:]
     with checks.check("output"):
-        q = agg(h, mask, prior)
+        q = case.agg(case.h, case.mask, case.prior)
         sample = q.rsample(2)
         assert tuple(sample.shape) == (2, batch_size, latent_dim), (
             f"rsample(2) has shape {tuple(sample.shape)}, expected (2, {batch_size}, {latent_dim})"
         )
-        log_q = q.log_prob(z)
+        log_q = q.log_prob(case.z)
         assert tuple(log_q.shape) == (3, batch_size), (
             f"log_prob of z [3, B, d] has shape {tuple(log_q.shape)}, expected (3, {batch_size})"
         )
         assert torch.isfinite(log_q).all() and torch.isfinite(sample).all(), "non-finite output"
         assert tuple(q.mean.shape) == (batch_size, latent_dim), "mean must be [B, d]"
-        assert _close(q.detached().log_prob(z), log_q, 1e-12, 1e-12), "detached() changes q"
+        assert _close(q.detached().log_prob(case.z), log_q, 1e-12, 1e-12), "detached() changes q"
 
+
+def _check_permutation_invariance(checks: _Checks, case: _AggregatorCase) -> None:
+    num_modalities = case.mask.shape[1]
     with checks.check("permutation invariance"):
-        reference = density(agg, h, mask).detach()
+        case.reference = reference = case.density(case.agg, case.h, case.mask).detach()
         gen_perm = torch.Generator().manual_seed(2)
         perms = [torch.arange(num_modalities).flip(0)]
         perms += [torch.randperm(num_modalities, generator=gen_perm) for _ in range(3)]
         for perm in perms:
-            permuted = density(agg, h[:, perm], mask[:, perm])
+            permuted = case.density(case.agg, case.h[:, perm], case.mask[:, perm])
             assert _close(permuted, reference, 1e-7, 1e-7), (
                 f"log q(z|x_S) changed by {_max_diff(permuted, reference):.3g} when the modality "
                 f"axis was permuted by {perm.tolist()}"
             )
 
+
+def _check_blind_to_masked_rows(checks: _Checks, case: _AggregatorCase) -> None:
+    agg, prior, h, mask, z = case.agg, case.prior, case.h, case.mask, case.z
+    reference = case.reference
+    shape = tuple(h.shape)
     with checks.check("blind to masked rows"):
         fills = {
-            "large values": 1e3 * torch.randn(*shape, generator=gen, dtype=torch.float64),
+            "large values": 1e3 * torch.randn(*shape, generator=case.gen, dtype=torch.float64),
             "NaN": torch.full(shape, float("nan"), dtype=torch.float64),
             "+inf": torch.full(shape, float("inf"), dtype=torch.float64),
             "-inf": torch.full(shape, float("-inf"), dtype=torch.float64),
@@ -251,7 +301,8 @@ def _check_aggregator(
         reference_mean = agg(h, mask, prior).mean.detach()
         # A random subset that keeps each row's first present modality (the empty set has
         # its own check).
-        subset = mask & ((torch.rand(mask.shape, generator=gen) < 0.5) | (mask.cumsum(-1) == 1))
+        keep = torch.rand(mask.shape, generator=case.gen) < 0.5
+        subset = mask & (keep | (mask.cumsum(-1) == 1))
         pair_reference = [q.log_prob(z).detach() for q in agg.forward_pair(h, mask, subset, prior)]
         for what, fill in fills.items():
             filled = torch.where(mask[..., None], h, fill)
@@ -272,35 +323,46 @@ def _check_aggregator(
                     f"when the features of masked modalities were {what}"
                 )
 
+
+def _check_uses_present_rows(checks: _Checks, case: _AggregatorCase) -> None:
+    mask = case.mask
     with checks.check("uses present rows"):
-        moved = density(agg, torch.where(mask[..., None], h + 1.0, h), mask)
-        differs = ~torch.isclose(moved, reference).all(0)
+        moved = case.density(case.agg, torch.where(mask[..., None], case.h + 1.0, case.h), mask)
+        differs = ~torch.isclose(moved, case.reference).all(0)
         observed = mask.any(-1)
         assert differs[observed].all(), (
             "changing the features of present modalities left q(z|x_S) unchanged for rows "
             f"{torch.nonzero(observed & ~differs).flatten().tolist()}"
         )
 
+
+def _check_empty_set(checks: _Checks, case: _AggregatorCase) -> None:
     with checks.check("empty set"):
-        empty = torch.zeros_like(mask)
-        q_empty = agg(h, empty, prior)
-        first = q_empty.log_prob(z)
+        empty = torch.zeros_like(case.mask)
+        q_empty = case.agg(case.h, empty, case.prior)
+        first = q_empty.log_prob(case.z)
         assert torch.isfinite(first).all(), "log q(z|∅) is not finite"
         assert torch.isfinite(q_empty.rsample(2)).all(), "samples of q(z|∅) are not finite"
-        second = density(agg, 50 * torch.randn_like(h), empty)
+        second = case.density(case.agg, 50 * torch.randn_like(case.h), empty)
         assert _close(first, second, 1e-7, 1e-7), "q(z|∅) depends on the (masked) features"
 
+
+def _check_forward_pair(checks: _Checks, case: _AggregatorCase) -> None:
+    agg, h, mask = case.agg, case.h, case.mask
     with checks.check("forward_pair"):
-        subset = mask & (torch.rand(mask.shape, generator=gen) < 0.5)
-        q_full, q_subset = agg.forward_pair(h, mask, subset, prior)
-        assert _close(q_full.log_prob(z), reference, 1e-9, 1e-9), "full posterior differs"
-        assert _close(q_subset.log_prob(z), density(agg, h, subset), 1e-9, 1e-9), (
+        subset = mask & (torch.rand(mask.shape, generator=case.gen) < 0.5)
+        q_full, q_subset = agg.forward_pair(h, mask, subset, case.prior)
+        assert _close(q_full.log_prob(case.z), case.reference, 1e-9, 1e-9), "full posterior differs"
+        assert _close(q_subset.log_prob(case.z), case.density(agg, h, subset), 1e-9, 1e-9), (
             "subset posterior differs from forward(h, subset_mask)"
         )
 
+
+def _check_aggregator_gradients(checks: _Checks, case: _AggregatorCase) -> None:
+    agg, prior, mask, z = case.agg, case.prior, case.mask, case.z
     with checks.check("gradients"):
         agg.zero_grad()
-        features = h.clone().requires_grad_(True)
+        features = case.h.clone().requires_grad_(True)
         loss = -agg(features, mask, prior).log_prob(z).sum()
         loss = loss - agg(features, torch.zeros_like(mask), prior).log_prob(z).sum()
         loss = loss + agg(features, mask, prior).rsample(1).pow(2).sum()
@@ -321,16 +383,15 @@ def _check_aggregator(
         assert (grad[~mask] == 0).all(), "masked features receive gradient"
         assert (grad[mask].abs().sum(-1) > 0).all(), "some present features get no gradient"
 
-    _aggregator_dtypes(checks, agg, prior, h, mask, z, reference)
 
+def _check_aggregator_round_trip(checks: _Checks, case: _AggregatorCase) -> None:
     with checks.check("safetensors round trip"):
-        fresh, _ = make(1234)
-        fresh = _safetensors_round_trip(agg, fresh)
-        assert _close(density(fresh, h, mask), reference, 0, 0), (
+        fresh, _ = case.make(1234)
+        fresh = _safetensors_round_trip(case.agg, fresh)
+        assert _close(case.density(fresh, case.h, case.mask), case.reference, 0, 0), (
             "a reloaded aggregator gives a different posterior: some state is not in the "
             "state dict (non-persistent buffer or plain attribute?)"
         )
-    return checks.report
 
 
 def _aggregator_dtypes(
@@ -408,6 +469,22 @@ def check_modality(
         return _check_modality(plugin, good_cells, bad_cells, feature_dim, latent_dim, samples)
 
 
+@dataclass
+class _ModalityCase:
+    """What the modality checks share: the plugin, the built modality, a batch `x` of decoded
+    good cells, points `z` [L, B, d], and the decoder's outputs for `z[0]` (`params`) and `z`
+    (`many`) once the decoder check has made them."""
+
+    plugin: ModalityPlugin
+    modality: Modality
+    x: Tensor
+    z: Tensor
+    feature_dim: int
+    latent_dim: int
+    params: Tensor = field(init=False)
+    many: Tensor = field(init=False)
+
+
 def _check_modality(
     plugin: ModalityPlugin,
     good_cells: Sequence[object],
@@ -418,6 +495,36 @@ def _check_modality(
 ) -> Report:
     kind = getattr(plugin, "kind", "") or type(plugin).__name__
     checks = _Checks(f"modality {kind}")
+    event_shape = _check_modality_interface(checks, plugin, good_cells, bad_cells)
+    _check_options(checks, plugin, event_shape)
+    _check_registration(checks, plugin)
+    decoded = _check_decode_good_cells(checks, plugin, good_cells, event_shape)
+    _check_decode_bad_cells(checks, plugin, bad_cells)
+
+    torch.manual_seed(0)
+    with checks.check("build"):
+        modality = plugin.build(feature_dim, latent_dim)
+        assert isinstance(modality, Modality), "build() must return a Modality"
+        assert tuple(modality.event_shape) == event_shape, "likelihood event != event_shape"
+    x = torch.stack((decoded * 2)[: max(2, len(decoded))])
+    z = torch.randn(samples, x.shape[0], latent_dim)
+    case = _ModalityCase(plugin, modality, x, z, feature_dim, latent_dim)
+    _check_encoder(checks, case)
+    _check_decoder(checks, case)
+    _check_log_prob(checks, case)
+    _check_modality_gradients(checks, case)
+    _normalisation(checks, modality, case.params.detach(), x)
+    _check_preview(checks, case)
+    _check_modality_round_trip(checks, case)
+    return checks.report
+
+
+def _check_modality_interface(
+    checks: _Checks,
+    plugin: ModalityPlugin,
+    good_cells: Sequence[object],
+    bad_cells: Sequence[object],
+) -> tuple[int, ...]:
     with checks.check("interface"):
         assert isinstance(plugin, ModalityPlugin), "plugins must subclass ModalityPlugin"
         assert good_cells, "give at least one good cell"
@@ -426,13 +533,19 @@ def _check_modality(
         assert all(isinstance(s, int) and s > 0 for s in event_shape), (
             f"event_shape must be positive ints, got {event_shape}"
         )
+    return event_shape
 
+
+def _check_options(checks: _Checks, plugin: ModalityPlugin, event_shape: tuple[int, ...]) -> None:
     with checks.check("options"):
         options = plugin.options()
         text = json.dumps(options)
         rebuilt = type(plugin)(**json.loads(text))
         assert rebuilt.options() == options, "type(plugin)(**options()) has other options"
         assert tuple(rebuilt.event_shape) == event_shape, "a rebuilt plugin has another event"
+
+
+def _check_registration(checks: _Checks, plugin: ModalityPlugin) -> None:
     if plugin.kind and plugin.kind in MODALITIES:
         with checks.check("registration"):
             assert MODALITIES.get(plugin.kind) is type(plugin), (
@@ -442,6 +555,13 @@ def _check_modality(
     else:
         checks.skip("registration", f"{plugin.kind!r} is not registered")
 
+
+def _check_decode_good_cells(
+    checks: _Checks,
+    plugin: ModalityPlugin,
+    good_cells: Sequence[object],
+    event_shape: tuple[int, ...],
+) -> list[Tensor]:
     decoded = []
     with checks.check("decode good cells"):
         for index, cell in enumerate(good_cells):
@@ -456,7 +576,12 @@ def _check_modality(
             assert x.dtype == plugin.dtype, f"good cell {index} gave {x.dtype}"
             assert torch.isfinite(x).all(), f"good cell {index} gave non-finite values"
             decoded.append(x)
+    return decoded
 
+
+def _check_decode_bad_cells(
+    checks: _Checks, plugin: ModalityPlugin, bad_cells: Sequence[object]
+) -> None:
     with checks.check("decode bad cells"):
         for index, cell in enumerate(bad_cells):
             try:
@@ -471,30 +596,28 @@ def _check_modality(
                 ) from error
             raise AssertionError(f"bad cell {index} ({cell!r:.60}) was accepted")
 
-    torch.manual_seed(0)
-    with checks.check("build"):
-        modality = plugin.build(feature_dim, latent_dim)
-        assert isinstance(modality, Modality), "build() must return a Modality"
-        assert tuple(modality.event_shape) == event_shape, "likelihood event != event_shape"
-    x = torch.stack((decoded * 2)[: max(2, len(decoded))])
-    batch = x.shape[0]
-    num_params = modality.likelihood.num_params
-    z = torch.randn(samples, batch, latent_dim)
 
+def _check_encoder(checks: _Checks, case: _ModalityCase) -> None:
+    x, batch, feature_dim = case.x, case.x.shape[0], case.feature_dim
     with checks.check("encoder"):
-        h = modality.encode(x)
+        h = case.modality.encode(x)
         assert tuple(h.shape) == (batch, feature_dim), (
             f"encoder gave {tuple(h.shape)} for {tuple(x.shape)}, expected ({batch}, {feature_dim})"
         )
         assert torch.isfinite(h).all(), "encoder output is not finite"
 
+
+def _check_decoder(checks: _Checks, case: _ModalityCase) -> None:
+    modality, z = case.modality, case.z
+    samples, batch = z.shape[:2]
+    num_params = modality.likelihood.num_params
     with checks.check("decoder"):
-        params = modality.decode(z[0])
+        case.params = params = modality.decode(z[0])
         assert tuple(params.shape) == (batch, num_params), (
             f"decoder gave {tuple(params.shape)} for z {tuple(z[0].shape)}, expected "
             f"({batch}, {num_params})"
         )
-        many = modality.decode(z)
+        case.many = many = modality.decode(z)
         assert tuple(many.shape) == (samples, batch, num_params), (
             f"decoder gave {tuple(many.shape)} for z {tuple(z.shape)}, expected "
             f"({samples}, {batch}, {num_params})"
@@ -504,16 +627,22 @@ def _check_modality(
                 "decoding [L, B, d] mixes samples: decode(z)[l] != decode(z[l])"
             )
 
+
+def _check_log_prob(checks: _Checks, case: _ModalityCase) -> None:
+    samples, batch = case.z.shape[:2]
     with checks.check("log_prob"):
-        single = modality.log_prob(params, x)
+        single = case.modality.log_prob(case.params, case.x)
         assert tuple(single.shape) == (batch,), f"log_prob gave {tuple(single.shape)}"
-        multi = modality.log_prob(many, x)
+        multi = case.modality.log_prob(case.many, case.x)
         assert tuple(multi.shape) == (samples, batch), f"log_prob gave {tuple(multi.shape)}"
         assert torch.isfinite(single).all() and torch.isfinite(multi).all(), "non-finite"
 
+
+def _check_modality_gradients(checks: _Checks, case: _ModalityCase) -> None:
+    modality, x = case.modality, case.x
     with checks.check("gradients"):
         modality.zero_grad()
-        loss = modality.encode(x).pow(2).sum() - modality.log_prob(modality.decode(z), x).sum()
+        loss = modality.encode(x).pow(2).sum() - modality.log_prob(modality.decode(case.z), x).sum()
         loss.backward()
         bad = [
             pname
@@ -522,22 +651,25 @@ def _check_modality(
         ]
         assert not bad, f"parameters without a finite gradient: {bad}"
 
-    _normalisation(checks, modality, params.detach(), x)
 
+def _check_preview(checks: _Checks, case: _ModalityCase) -> None:
     with checks.check("preview"):
-        _assert_preview(plugin.preview(x[0]), "a decoded cell")
-        mean = getattr(modality.likelihood, "mean", None)
+        _assert_preview(case.plugin.preview(case.x[0]), "a decoded cell")
+        mean = getattr(case.modality.likelihood, "mean", None)
         if mean is not None:
             try:
-                decoded_mean = mean(params.detach())[0]
+                decoded_mean = mean(case.params.detach())[0]
             except NotImplementedError:
                 decoded_mean = None
             if decoded_mean is not None:
-                _assert_preview(plugin.preview(decoded_mean), "a decoder mean")
+                _assert_preview(case.plugin.preview(decoded_mean), "a decoder mean")
 
+
+def _check_modality_round_trip(checks: _Checks, case: _ModalityCase) -> None:
+    modality, plugin, x, z = case.modality, case.plugin, case.x, case.z
     with checks.check("safetensors round trip"):
         torch.manual_seed(1234)
-        fresh = type(plugin)(**plugin.options()).build(feature_dim, latent_dim)
+        fresh = type(plugin)(**plugin.options()).build(case.feature_dim, case.latent_dim)
         shapes = {k: tuple(v.shape) for k, v in modality.state_dict().items()}
         fresh_shapes = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
         assert shapes == fresh_shapes, "a plugin rebuilt from options() has other parameters"
@@ -545,7 +677,6 @@ def _check_modality(
         with torch.no_grad():
             assert _close(fresh.decode(z), modality.decode(z), 0, 0), "reloaded decoder differs"
             assert _close(fresh.encode(x), modality.encode(x), 0, 0), "reloaded encoder differs"
-    return checks.report
 
 
 def _assert_preview(shown: object, what: str) -> None:

@@ -170,9 +170,16 @@ def classifier_section(results: dict[str, Any]) -> str:
 
 def render_report(results: dict[str, Any]) -> str:
     """The markdown text of `report.md`."""
+    lines = _intro_lines(results) + _notes_lines(results) + _metric_sections(results)
+    lines += _classifier_lines(results) + _mcc_lines(results)
+    lines += _picture_lines(results) + _time_lines(results)
+    return "\n".join(lines)
+
+
+def _intro_lines(results: dict[str, Any]) -> list[str]:
     model, data = results["model"], results["data"]
     step = results.get("step")
-    lines = [
+    return [
         f"# Evaluation: {model['aggregator']} + {model['objective']}",
         "",
         f"Checkpoint `{results['checkpoint']}`"
@@ -186,6 +193,12 @@ def render_report(results: dict[str, Any]) -> str:
         + (f" {model['options_line']}." if model.get("options_line") else ""),
         "",
     ]
+
+
+def _notes_lines(results: dict[str, Any]) -> list[str]:
+    """The data's note, warnings, the untrusted marker's meaning, the top picture."""
+    lines: list[str] = []
+    data = results["data"]
     if data.get("warning"):
         lines += [f"> **Note:** {data['warning']}.", ""]
     for warning in results.get("warnings", []):
@@ -195,8 +208,15 @@ def render_report(results: dict[str, Any]) -> str:
     pictures = results.get("pictures", {})
     if "cross_generation" in pictures:
         lines += [f"![cross-generation]({pictures['cross_generation']})", ""]
-    lines += ["## Summary", "", summary_section(results), ""]
-    lines += [
+    return lines
+
+
+def _metric_sections(results: dict[str, Any]) -> list[str]:
+    return [
+        "## Summary",
+        "",
+        summary_section(results),
+        "",
         "## Per conditioning subset S",
         "",
         "Each row uses the test rows that observe every modality of S. *log p̂(x_S)*: "
@@ -215,32 +235,45 @@ def render_report(results: dict[str, Any]) -> str:
         conditional_section(results),
         "",
     ]
-    if results.get("classifiers"):
-        lines += [
-            "## Classifiers",
-            "",
-            "Trained by mmtrain on the labelled training rows; coherence is only as good as "
-            "their own test accuracy. *chance*: always guessing the most frequent label; a "
-            "classifier below *threshold* ("
-            + results.get("classifier_check", {}).get("rule", "see metrics.json")
-            + ") "
-            f"makes its coherence figures untrusted ({UNTRUSTED}).",
-            "",
-            classifier_section(results),
-            "",
-        ]
+
+
+def _classifier_lines(results: dict[str, Any]) -> list[str]:
+    if not results.get("classifiers"):
+        return []
+    return [
+        "## Classifiers",
+        "",
+        "Trained by mmtrain on the labelled training rows; coherence is only as good as "
+        "their own test accuracy. *chance*: always guessing the most frequent label; a "
+        "classifier below *threshold* ("
+        + results.get("classifier_check", {}).get("rule", "see metrics.json")
+        + ") "
+        f"makes its coherence figures untrusted ({UNTRUSTED}).",
+        "",
+        classifier_section(results),
+        "",
+    ]
+
+
+def _mcc_lines(results: dict[str, Any]) -> list[str]:
     mcc = results.get("mcc", {}).get("observed")
-    if mcc:
-        lines += [
-            "## MCC (each row's observed modalities, one posterior sample)",
-            "",
-            markdown_table(
-                ["weak-in", "weak-out", "strong-in", "strong-out"],
-                [[mcc["weak_in"], mcc["weak_out"], mcc["strong_in"], mcc["strong_out"]]],
-                digits=3,
-            ),
-            "",
-        ]
+    if not mcc:
+        return []
+    return [
+        "## MCC (each row's observed modalities, one posterior sample)",
+        "",
+        markdown_table(
+            ["weak-in", "weak-out", "strong-in", "strong-out"],
+            [[mcc["weak_in"], mcc["weak_out"], mcc["strong_in"], mcc["strong_out"]]],
+            digits=3,
+        ),
+        "",
+    ]
+
+
+def _picture_lines(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    pictures = results.get("pictures", {})
     shown = [p for p in PICTURES if p[0] in pictures and p[0] != "cross_generation"]
     if shown:
         lines += ["## Pictures", ""]
@@ -251,14 +284,18 @@ def render_report(results: dict[str, Any]) -> str:
             "The picture at the top: " + PICTURES[0][2],
             "",
         ]
+    return lines
+
+
+def _time_lines(results: dict[str, Any]) -> list[str]:
     seconds = results.get("seconds", {})
-    if seconds:
-        spent = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in seconds.items())
-        lines += [
-            f"<sub>Time: {spent}. All numbers: `metrics.json`; the per-subset ones as a table: `metrics.csv`.</sub>",
-            "",
-        ]
-    return "\n".join(lines)
+    if not seconds:
+        return []
+    spent = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in seconds.items())
+    return [
+        f"<sub>Time: {spent}. All numbers: `metrics.json`; the per-subset ones as a table: `metrics.csv`.</sub>",
+        "",
+    ]
 
 
 def write_report(results: dict[str, Any], out: Path) -> Path:

@@ -289,21 +289,67 @@ SCATTER_ROW = 1.7
 MAX_WIDTH = 22.0
 
 
+@dataclass
+class _Layout:
+    """A grid's measures in inches, and its font size in points."""
+
+    widths: list[float]
+    row_height: float
+    content: float
+    label_width: float
+    font: float
+    fig_width: float
+    fig_height: float
+    top_pad: float
+    bottom_pad: float
+    caption: str
+
+
 def draw_grid(grid: Grid, path: Path) -> Path:
     """Lay the grid out in inches (strips keep their aspect, scatter cells are about
     square) and save it as a PNG. Text grows with the figure, so that it stays legible when
     the picture is shown scaled to a page's width."""
+    layout = _layout(grid)
+    fig = plt.figure(figsize=(layout.fig_width, layout.fig_height), dpi=DPI)
+    spec = fig.add_gridspec(
+        len(grid.rows),
+        len(grid.columns),
+        width_ratios=layout.widths,
+        left=layout.label_width / layout.fig_width,
+        right=1 - 0.1 / layout.fig_width,
+        top=1 - layout.top_pad / layout.fig_height,
+        bottom=layout.bottom_pad / layout.fig_height,
+        wspace=0.12 * len(layout.widths) / max(layout.content, 1e-6),
+        hspace=0.1 / layout.row_height,
+    )
+    for r, row_name in enumerate(grid.rows):
+        for c, column_name in enumerate(grid.columns):
+            _draw_cell(fig.add_subplot(spec[r, c]), grid, (r, c), (row_name, column_name), layout)
+    font, fig_height = layout.font, layout.fig_height
+    if grid.title:
+        fig.suptitle(grid.title, fontsize=font + 2, y=1 - 0.06 / fig_height, va="top")
+    if layout.caption:
+        fig.text(
+            0.5,
+            0.06 / fig_height,
+            layout.caption,
+            ha="center",
+            va="bottom",
+            fontsize=font - 1,
+            color="#444",
+            linespacing=1.3,
+        )
+    return _save(fig, path)
+
+
+def _layout(grid: Grid) -> _Layout:
     has_scatter = any(isinstance(cell, Scatter) for cell in grid.cells.values())
     row_height = SCATTER_ROW if has_scatter else STRIP_ROW
     if has_scatter and len(grid.rows) > 8:
         row_height *= max(0.65, 8 / len(grid.rows))
     # Strips are at most STRIP_ROW tall even in rows made taller for scatter plots.
     strip_height = min(row_height, STRIP_ROW * 1.3)
-    widths = []
-    for c in range(len(grid.columns)):
-        column = [cell for (_, cc), cell in grid.cells.items() if cc == c and cell is not None]
-        ratios = [cell.shape[1] / cell.shape[0] for cell in column if isinstance(cell, np.ndarray)]
-        widths.append(max(ratios) * strip_height if ratios else 1.2 * row_height)
+    widths = _column_widths(grid, strip_height, row_height)
     longest = max(len(r) for r in grid.rows)
     gaps = 0.12 * len(widths)
     estimate = min(MAX_WIDTH, sum(widths) + gaps + 0.1 * longest + 0.4)
@@ -324,58 +370,63 @@ def draw_grid(grid: Grid, path: Path) -> Path:
     top_pad = (font + 2) * line * (1.3 if grid.title else 0) + (font + 1) * line + 0.12
     bottom_pad = (caption.count("\n") + 1) * (font - 1) * line + 0.15 if caption else 0.08
     fig_height = top_pad + bottom_pad + len(grid.rows) * (row_height + 0.1)
-    fig = plt.figure(figsize=(fig_width, fig_height), dpi=DPI)
-    spec = fig.add_gridspec(
-        len(grid.rows),
-        len(grid.columns),
-        width_ratios=widths,
-        left=label_width / fig_width,
-        right=1 - 0.1 / fig_width,
-        top=1 - top_pad / fig_height,
-        bottom=bottom_pad / fig_height,
-        wspace=0.12 * len(widths) / max(content, 1e-6),
-        hspace=0.1 / row_height,
+    return _Layout(
+        widths,
+        row_height,
+        content,
+        label_width,
+        font,
+        fig_width,
+        fig_height,
+        top_pad,
+        bottom_pad,
+        caption,
     )
-    for r, row_name in enumerate(grid.rows):
-        for c, column_name in enumerate(grid.columns):
-            ax = fig.add_subplot(spec[r, c])
-            cell = grid.cells.get((r, c))
-            if isinstance(cell, np.ndarray):
-                ax.imshow(cell, interpolation="nearest", aspect="equal")
-            elif isinstance(cell, Scatter):
-                _draw_scatter(ax, cell)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            colour = grid.frames.get((r, c), DATA_COLOUR if cell is not None else "white")
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linewidth(0.8 if colour == DATA_COLOUR else 2.4)
-            if r == 0:
-                ax.set_title(column_name, fontsize=font + 1, pad=4)
-            if c == 0:
-                ax.text(
-                    -0.1 / widths[0],
-                    0.5,
-                    row_name,
-                    transform=ax.transAxes,
-                    ha="right",
-                    va="center",
-                    fontsize=font,
-                )
-    if grid.title:
-        fig.suptitle(grid.title, fontsize=font + 2, y=1 - 0.06 / fig_height, va="top")
-    if caption:
-        fig.text(
+
+
+def _column_widths(grid: Grid, strip_height: float, row_height: float) -> list[float]:
+    """Inches per column: its widest strip at `strip_height`, or about square for scatter."""
+    widths = []
+    for c in range(len(grid.columns)):
+        column = [cell for (_, cc), cell in grid.cells.items() if cc == c and cell is not None]
+        ratios = [cell.shape[1] / cell.shape[0] for cell in column if isinstance(cell, np.ndarray)]
+        widths.append(max(ratios) * strip_height if ratios else 1.2 * row_height)
+    return widths
+
+
+def _draw_cell(
+    ax: plt.Axes,
+    grid: Grid,
+    position: tuple[int, int],
+    names: tuple[str, str],
+    layout: _Layout,
+) -> None:
+    """One cell: its picture, its frame, and the column title or row name at the edges."""
+    r, c = position
+    row_name, column_name = names
+    cell = grid.cells.get((r, c))
+    if isinstance(cell, np.ndarray):
+        ax.imshow(cell, interpolation="nearest", aspect="equal")
+    elif isinstance(cell, Scatter):
+        _draw_scatter(ax, cell)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    colour = grid.frames.get((r, c), DATA_COLOUR if cell is not None else "white")
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(0.8 if colour == DATA_COLOUR else 2.4)
+    if r == 0:
+        ax.set_title(column_name, fontsize=layout.font + 1, pad=4)
+    if c == 0:
+        ax.text(
+            -0.1 / layout.widths[0],
             0.5,
-            0.06 / fig_height,
-            caption,
-            ha="center",
-            va="bottom",
-            fontsize=font - 1,
-            color="#444",
-            linespacing=1.3,
+            row_name,
+            transform=ax.transAxes,
+            ha="right",
+            va="center",
+            fontsize=layout.font,
         )
-    return _save(fig, path)
 
 
 def _save(fig: Figure, path: Path) -> Path:

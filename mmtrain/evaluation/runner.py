@@ -218,6 +218,20 @@ def _labelled(split: SplitData, index: int, name: str) -> tuple[torch.Tensor, to
     return split.batch.x[name][rows], labels[rows]
 
 
+class _Stages:
+    """Runs the evaluation's stages in turn: logs each one's message and times it."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, message: str, compute: Callable[[], None]) -> None:
+        self.log(message)
+        started = time.perf_counter()
+        compute()
+        self.timings[name] = time.perf_counter() - started
+
+
 def evaluate_model(
     loaded: LoadedModel,
     data: EvalData,
@@ -236,7 +250,39 @@ def evaluate_model(
     subsets = enumerate_subsets(names, options.max_subset_modalities)
     full = subsets[-1] if subsets[-1].size == len(names) else None
     torch.manual_seed(options.seed)
-    results: dict[str, Any] = {
+    results = _results_header(loaded, data, out, options, subsets)
+    stage = _Stages(log)
+    _likelihood_stages(stage, results, model, test, subsets, options)
+    labels = class_labels(test)
+    fit_labels = None if data.fit is None else class_labels(data.fit.batch)
+    if labels is not None and data.fit is not None and fit_labels is not None:
+        _labelled_stages(
+            stage, results, model, data.fit, data.test, labels, fit_labels, subsets, out, options
+        )
+    results["summary"] = summarize(results, subsets, full)
+    for warning in flag_untrusted(results):
+        log(f"warning: {warning}")
+    if options.pictures:
+        stage(
+            "pictures",
+            "pictures",
+            lambda: results.update(pictures=draw_pictures(loaded, test, subsets, out, options)),
+        )
+    results["seconds"] = stage.timings
+    (out / "metrics.json").write_text(json.dumps(_finite(results), indent=1))
+    from_records(results["table"]).to_csv(out / "metrics.csv", index=False)
+    write_report(results, out)
+    return results
+
+
+def _results_header(
+    loaded: LoadedModel, data: EvalData, out: Path, options: EvalOptions, subsets: list[Subset]
+) -> dict[str, Any]:
+    """The results before any metric: what was evaluated, on which data, with which options."""
+    model = loaded.model
+    names = list(model.modality_names)
+    test = data.test.batch
+    return {
         "format": "mmtrain-eval/1",
         "checkpoint": str(loaded.path),
         "step": loaded.step,
@@ -265,14 +311,18 @@ def evaluate_model(
         "out": str(out),
         "subsets": [s.name for s in subsets],
     }
-    timings: dict[str, float] = {}
 
-    def stage(name: str, message: str, compute: Callable[[], None]) -> None:
-        log(message)
-        started = time.perf_counter()
-        compute()
-        timings[name] = time.perf_counter() - started
 
+def _likelihood_stages(
+    stage: _Stages,
+    results: dict[str, Any],
+    model: MultiModalVAE,
+    test: Batch,
+    subsets: list[Subset],
+    options: EvalOptions,
+) -> None:
+    """Importance-sampled log-likelihoods, and the exact ones and the MCC where the data were
+    simulated."""
     stage(
         "log_likelihood",
         f"log-likelihoods: {len(subsets)} subsets × {test.size} rows × "
@@ -291,72 +341,78 @@ def evaluate_model(
             "MCC against the true sources",
             lambda: results.update(mcc=mcc_metrics(model, test, subsets, options.seed)),
         )
-    labels = class_labels(test)
-    fit_labels = None if data.fit is None else class_labels(data.fit.batch)
-    if labels is not None and data.fit is not None and fit_labels is not None:
-        fit = data.fit
-        unseen = sorted(set(labels[labels >= 0].tolist()) - set(fit_labels.tolist()))
-        if unseen:
-            results["data"]["warning"] = (
-                f"the scored rows hold labels {unseen} that no training row has, so the "
-                "classifiers and the latent probe cannot predict them and their accuracies "
-                "are low for that reason (the data are split by label, as the multimodal "
-                "iVAE data's faithful split by segment)"
-            )
-        classifiers: dict[str, TrainedClassifier] = {}
-        cache = options.classifier_dir or out / "classifiers"
 
-        def train_or_load() -> None:
-            classifiers.update(_classifiers(model, fit, data.test, cache, options, log))
-            results["classifiers"] = {n: asdict(c.card) for n, c in classifiers.items()}
 
-        def coherence() -> None:
-            torch.manual_seed(options.seed + 1)
-            generate = conditional_generator(model)
-            results["coherence"] = cross_coherence(
-                test, labels, subsets, classifiers, generate, options.batch_size
-            )
-            results["joint_coherence"] = joint_coherence(
-                model, classifiers, options.joint_samples, options.batch_size
-            )
+def _labelled_stages(
+    stage: _Stages,
+    results: dict[str, Any],
+    model: MultiModalVAE,
+    fit: SplitData,
+    scored: SplitData,
+    labels: torch.Tensor,
+    fit_labels: torch.Tensor,
+    subsets: list[Subset],
+    out: Path,
+    options: EvalOptions,
+) -> None:
+    """Classifiers, coherence and the latent probe: the stages that need class labels."""
+    test = scored.batch
+    names = list(model.modality_names)
+    warning = _unseen_labels_warning(labels, fit_labels)
+    if warning:
+        results["data"]["warning"] = warning
+    classifiers: dict[str, TrainedClassifier] = {}
+    cache = options.classifier_dir or out / "classifiers"
 
-        stage("classifiers", f"classifiers for coherence (cache {cache})", train_or_load)
-        results["classifier_check"] = check_classifiers(
-            {name: c.card.test_accuracy for name, c in classifiers.items()},
-            {name: _labelled(data.test, i, name)[1] for i, name in enumerate(names)},
-            options.min_classifier_accuracy,
+    def train_or_load() -> None:
+        classifiers.update(_classifiers(model, fit, scored, cache, options, stage.log))
+        results["classifiers"] = {n: asdict(c.card) for n, c in classifiers.items()}
+
+    def coherence() -> None:
+        torch.manual_seed(options.seed + 1)
+        generate = conditional_generator(model)
+        results["coherence"] = cross_coherence(
+            test, labels, subsets, classifiers, generate, options.batch_size
         )
-        stage("coherence", "coherence", coherence)
-        stage(
-            "latent_probe",
-            f"latent probe ({options.probe_examples} training rows)",
-            lambda: results.update(
-                latent_probe=latent_classification(
-                    model,
-                    fit.batch,
-                    fit_labels,
-                    test,
-                    labels,
-                    subsets,
-                    options.probe_examples,
-                    options.seed,
-                )
-            ),
+        results["joint_coherence"] = joint_coherence(
+            model, classifiers, options.joint_samples, options.batch_size
         )
-    results["summary"] = summarize(results, subsets, full)
-    for warning in flag_untrusted(results):
-        log(f"warning: {warning}")
-    if options.pictures:
-        stage(
-            "pictures",
-            "pictures",
-            lambda: results.update(pictures=draw_pictures(loaded, test, subsets, out, options)),
-        )
-    results["seconds"] = timings
-    (out / "metrics.json").write_text(json.dumps(_finite(results), indent=1))
-    from_records(results["table"]).to_csv(out / "metrics.csv", index=False)
-    write_report(results, out)
-    return results
+
+    stage("classifiers", f"classifiers for coherence (cache {cache})", train_or_load)
+    results["classifier_check"] = check_classifiers(
+        {name: c.card.test_accuracy for name, c in classifiers.items()},
+        {name: _labelled(scored, i, name)[1] for i, name in enumerate(names)},
+        options.min_classifier_accuracy,
+    )
+    stage("coherence", "coherence", coherence)
+    stage(
+        "latent_probe",
+        f"latent probe ({options.probe_examples} training rows)",
+        lambda: results.update(
+            latent_probe=latent_classification(
+                model,
+                fit.batch,
+                fit_labels,
+                test,
+                labels,
+                subsets,
+                options.probe_examples,
+                options.seed,
+            )
+        ),
+    )
+
+
+def _unseen_labels_warning(labels: torch.Tensor, fit_labels: torch.Tensor) -> str | None:
+    unseen = sorted(set(labels[labels >= 0].tolist()) - set(fit_labels.tolist()))
+    if not unseen:
+        return None
+    return (
+        f"the scored rows hold labels {unseen} that no training row has, so the "
+        "classifiers and the latent probe cannot predict them and their accuracies "
+        "are low for that reason (the data are split by label, as the multimodal "
+        "iVAE data's faithful split by segment)"
+    )
 
 
 def likelihood_metrics(

@@ -364,14 +364,7 @@ class _Run:
         restarted = _claim_output(accelerator, output, resume, overwrite, run_id)
 
         torch.manual_seed(config.seed)
-        loader = build_loader(config.data, rank, world)
-        model = build_model(config.model, loader.plugins)
-        signature = model_signature(
-            config.model, loader.modalities, loader.plugins, loader.event_shapes
-        )
-        optimizer = build_optimizer(
-            model.parameters(), config.optim.name, config.optim.lr, config.optim.weight_decay
-        )
+        loader, model, signature, optimizer = _build_parts(config, rank, world)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         saved = _load_resumed(resume, output, signature, model, optimizer)
         if saved is None:
@@ -379,27 +372,10 @@ class _Run:
         elif accelerator.is_main_process:
             logger.info(f"resuming from {saved['path']} at step {saved['step']}")
 
-        objective = ObjectiveModule(
-            model,
-            config.model.objective,
-            samples=config.model.samples,
-            beta=config.model.beta,
-            stl=config.model.stl,
-            subset_mode=config.model.subset_mode,
-        )
-        module, optimizer = accelerator.prepare(objective, optimizer)
-        module.train()
+        module, optimizer = _prepare_objective(accelerator, config, model, optimizer)
         start_step = 0 if saved is None else int(saved["step"])
-        log = MetricsLog(
-            output,
-            accelerator.is_main_process,
-            start_step,
-            resumed=saved is not None or restarted,
-        )
-        cleanup.callback(log.close)
-        if accelerator.is_main_process:
-            _announce_dropped(log, output, start_step)
-            (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        resumed = saved is not None or restarted
+        log = _open_metrics_log(accelerator, config, output, start_step, resumed, cleanup)
         total_steps = _total_steps(config, loader, world)
         bar = progress_bar(
             enabled=accelerator.is_main_process and progress,
@@ -589,6 +565,56 @@ class _Run:
         # Under `accelerate launch` every process returns; only the main one prints a summary.
         result["is_main"] = main
         return result
+
+
+def _build_parts(
+    config: TrainConfig, rank: int, world: int
+) -> tuple[BatchLoader, MultiModalVAE, dict[str, Any], torch.optim.Optimizer]:
+    """The loader, the model, its signature and the optimiser, drawing from the global RNG
+    in this order (the caller seeds it)."""
+    loader = build_loader(config.data, rank, world)
+    model = build_model(config.model, loader.plugins)
+    signature = model_signature(
+        config.model, loader.modalities, loader.plugins, loader.event_shapes
+    )
+    optimizer = build_optimizer(
+        model.parameters(), config.optim.name, config.optim.lr, config.optim.weight_decay
+    )
+    return loader, model, signature, optimizer
+
+
+def _prepare_objective(
+    accelerator: Any, config: TrainConfig, model: MultiModalVAE, optimizer: torch.optim.Optimizer
+) -> tuple[Any, Any]:
+    """The objective around `model` and the optimiser, prepared by Accelerate, in train mode."""
+    objective = ObjectiveModule(
+        model,
+        config.model.objective,
+        samples=config.model.samples,
+        beta=config.model.beta,
+        stl=config.model.stl,
+        subset_mode=config.model.subset_mode,
+    )
+    module, optimizer = accelerator.prepare(objective, optimizer)
+    module.train()
+    return module, optimizer
+
+
+def _open_metrics_log(
+    accelerator: Any,
+    config: TrainConfig,
+    output: Path,
+    start_step: int,
+    resumed: bool,
+    cleanup: ExitStack,
+) -> MetricsLog:
+    """The metrics log, closed by `cleanup`; the main process also writes config.json."""
+    log = MetricsLog(output, accelerator.is_main_process, start_step, resumed=resumed)
+    cleanup.callback(log.close)
+    if accelerator.is_main_process:
+        _announce_dropped(log, output, start_step)
+        (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    return log
 
 
 def _load_resumed(

@@ -28,11 +28,15 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmtrain.config import TrainConfig, config_from_dict
 from mmtrain.errors import ConfigError, MMTrainError
 from mmtrain.train import rundir
+
+if TYPE_CHECKING:
+    from ray.train import Result, RunConfig
+    from ray.train.torch import TorchTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +127,7 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
     """Train `config` on `args.num_workers` Ray Train workers; rank 0's result, plus
     `is_main`, `workers` (where each rank ran) and `ray` (storage and checkpoint paths)."""
     import ray
-    from ray.train import (
-        CheckpointConfig,
-        FailureConfig,
-        LoggingConfig,
-        RunConfig,
-        ScalingConfig,
-    )
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if args.num_workers < 1:
@@ -147,15 +145,7 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
     # The run id lets a worker group that Ray restarts before the first checkpoint start
     # over in the folder its first attempt wrote, which would otherwise look like another run.
     loop_config = {"config": _resolved_config(config), "resume": resume, "run_id": name}
-    run_config = RunConfig(
-        name=name,
-        storage_path=storage_path(config, args.storage),
-        checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_last),
-        failure_config=FailureConfig(max_failures=args.max_failures),
-        worker_runtime_env={"env_vars": _worker_env()},
-        # Ray logs every report with its metrics at INFO; --quiet keeps warnings only.
-        logging_config=LoggingConfig(log_level="WARNING" if args.quiet else "INFO"),
-    )
+    run_config = _run_config(config, args, name)
     scaling = ScalingConfig(
         num_workers=args.num_workers,
         use_gpu=resources.get("GPU", 0) > 0,
@@ -174,23 +164,50 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
             scaling_config=scaling,
             run_config=run_config,
         )
-        try:
-            result = trainer.fit()
-        except ray.train.TrainingFailedError as error:
-            raise RayTrainingFailed(_failure_summary(error, args.max_failures, name)) from error
-        except (KeyboardInterrupt, SystemExit):
-            # Ctrl-C: Ray Train's own SIGINT handler aborts the workers, and the blocked
-            # ray.get in fit() ends in SystemExit(1). The checkpoints written so far are
-            # complete (written atomically): the run continues from the newest.
-            from mmtrain.checkpoint import list_checkpoints, read_state
-            from mmtrain.train.loop import TrainingInterrupted
-
-            found = list_checkpoints(output / "checkpoints")
-            step = int(read_state(found[-1])["step"]) if found else 0
-            raise TrainingInterrupted(step, found[-1] if found else None) from None
+        result = _fit(trainer, args.max_failures, name, output)
     finally:
         if started_here:
             ray.shutdown()
+    return _write_result(result, name, output)
+
+
+def _run_config(config: TrainConfig, args: argparse.Namespace, name: str) -> RunConfig:
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
+
+    return RunConfig(
+        name=name,
+        storage_path=storage_path(config, args.storage),
+        checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_last),
+        failure_config=FailureConfig(max_failures=args.max_failures),
+        worker_runtime_env={"env_vars": _worker_env()},
+        # Ray logs every report with its metrics at INFO; --quiet keeps warnings only.
+        logging_config=LoggingConfig(log_level="WARNING" if args.quiet else "INFO"),
+    )
+
+
+def _fit(trainer: TorchTrainer, max_failures: int, name: str, output: Path) -> Result:
+    """`trainer.fit()`, with a failure summarised (`RayTrainingFailed`) and Ctrl-C turned
+    into `TrainingInterrupted` at the newest checkpoint."""
+    import ray
+
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        raise RayTrainingFailed(_failure_summary(error, max_failures, name)) from error
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C: Ray Train's own SIGINT handler aborts the workers, and the blocked
+        # ray.get in fit() ends in SystemExit(1). The checkpoints written so far are
+        # complete (written atomically): the run continues from the newest.
+        from mmtrain.checkpoint import list_checkpoints, read_state
+        from mmtrain.train.loop import TrainingInterrupted
+
+        found = list_checkpoints(output / "checkpoints")
+        step = int(read_state(found[-1])["step"]) if found else 0
+        raise TrainingInterrupted(step, found[-1] if found else None) from None
+
+
+def _write_result(result: Result, name: str, output: Path) -> dict[str, Any]:
+    """Rank 0's result with `is_main` and `ray`, also written to `output`/RESULT_FILE."""
     out = dict(result.return_value or {})
     out["is_main"] = True
     out["ray"] = {
