@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from mmtrain.ops import KernelOp
 from mmtrain.registry import OPS
 
 from .limits import (
@@ -30,6 +29,7 @@ from .limits import (
     MAX_SET_SIZE,
     set_attention_fits,
 )
+from .op import KernelOp
 from .reference import (
     masked_mixture_log_prob_reference,
     masked_set_attention_pooled_reference,

@@ -11,32 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mmtrain.errors import ConfigError
+from mmtrain.kernels.op import KernelOp
 from mmtrain.registry import OPS
 
 BACKENDS = ("torch", "triton", "auto")
 _backend_override: str | None = None
-
-
-@dataclass(frozen=True)
-class KernelOp:
-    """An op with its plain-PyTorch reference and optional fused implementation.
-
-    `supports(*args)` says whether the fused implementation handles these arguments (e.g.
-    set sizes up to its tile limit); `auto` uses the reference where it says no, so `auto`
-    never fails on shapes that only the reference handles.
-    """
-
-    name: str
-    reference: Callable[..., Any]
-    triton: Callable[..., Any] | None = None
-    triton_unavailable_reason: str = ""
-    supports: Callable[..., bool] | None = None
 
 
 def set_backend(backend: str | None) -> None:
@@ -58,10 +42,21 @@ def current_backend() -> str:
     return backend
 
 
+def _lookup(name: str) -> KernelOp:
+    """The registered op. Inside a `torch.compile` trace the registry is read without loading
+    it (its first load takes a lock and imports modules, which Dynamo cannot trace); the
+    built-in ops are registered when this module imports `mmtrain.kernels`."""
+    if torch.compiler.is_compiling():
+        op = OPS.registered(name)
+        if op is not None:
+            return op
+    return OPS.get(name)
+
+
 def resolve(name: str, device: torch.device, *args: Any) -> Callable[..., Any]:
     """The implementation of op `name` that the current backend selects for `device` (and,
     under `auto`, for `args` when the op says which arguments its fused version supports)."""
-    op: KernelOp = OPS.get(name)
+    op = _lookup(name)
     backend = current_backend()
     if backend == "torch":
         return op.reference

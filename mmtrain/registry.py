@@ -154,6 +154,11 @@ class Registry(Generic[T]):
         """The object registered as `name`; unknown names fail with the known ones."""
         return self.entry(name).obj
 
+    def registered(self, name: str) -> T | None:
+        """The object registered as `name` so far, without loading built-ins or plugins."""
+        entry = self._entries.get(name)
+        return None if entry is None else entry.obj
+
     def entry(self, name: str) -> Entry[T]:
         """The registry entry (object, module, provenance) for `name`."""
         ensure_loaded()

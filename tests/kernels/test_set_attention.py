@@ -212,7 +212,7 @@ def test_reference_blind_to_nonfinite_absent_rows(fill: str) -> None:
     got = masked_set_attention_reference(*dirty, mask)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want, rtol=0, atol=0)
-    upstream = torch.randn(got.shape, generator=gen, dtype=got.dtype)
+    upstream = torch.randn(got.shape, generator=gen, dtype=got.dtype).to(got.device)
     for d, c in zip(
         torch.autograd.grad(got, dirty, upstream),
         torch.autograd.grad(want, clean, upstream),
