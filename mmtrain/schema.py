@@ -27,6 +27,19 @@ from mmtrain.errors import ConfigError, did_you_mean
 T = TypeVar("T")
 
 
+#: the words YAML 1.1 reads as booleans (`mixed_precision: no` is False)
+_YAML_BOOLEAN_WORDS = {False: ("no", "false", "off"), True: ("yes", "true", "on")}
+
+
+def _yaml_word(value: object, choices: Sequence[object]) -> object:
+    """A boolean where the choices are words: the word YAML read as that boolean."""
+    if isinstance(value, bool) and True not in choices and False not in choices:
+        for word in _YAML_BOOLEAN_WORDS[value]:
+            if word in choices:
+                return word
+    return value
+
+
 def join(path: str, key: object) -> str:
     """The key path of `key` under `path` (`"model" + "beta"` → `"model.beta"`)."""
     return f"{path}.{key}" if path else str(key)
@@ -120,7 +133,9 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         return _union(value, typing.get_args(hint), path)
     if origin is Literal:
-        check_choice(value, typing.get_args(hint), path)
+        choices = typing.get_args(hint)
+        value = _yaml_word(value, choices)
+        check_choice(value, choices, path)
         return value
     if origin is not None:
         container = _CONTAINERS.get(origin)

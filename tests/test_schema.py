@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import yaml
 
 from mmtrain.config import config_from_dict
 from mmtrain.data.config import DataConfig
@@ -159,3 +160,11 @@ def test_plugin_options_use_it() -> None:
     with pytest.raises(ConfigError, match="image option 'act' must be one of .*'relu'"):
         create_modality("image", {"act": "rleu"})
     assert create_modality("vector", {"shape": [2, 3]}).shape == (2, 3)
+
+
+def test_yaml_boolean_words_are_read_back_as_the_choice() -> None:
+    """YAML 1.1 reads `mixed_precision: no` (and `--set train.mixed_precision=no`) as False."""
+    config = config_from_dict(yaml.safe_load("train: {mixed_precision: no}"))
+    assert config.train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="must be one of 'no', 'bf16', 'fp16', got True"):
+        config_from_dict(yaml.safe_load("train: {mixed_precision: yes}"))
