@@ -419,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer.writerows(rows)
             f.flush()
             summary = "  ".join(
-                f"{r['provider']}/{r['mode']}={r['median_ms'] or r['note'][:20]}" for r in rows
+                f"{r['provider']}/{r['mode']}={r.get('median_ms') or r.get('note', '')[:20]}"
+                for r in rows
             )
             print(
                 f"[{n + 1}/{len(cases)}] {case.op} {case.dtype} {case.shape}: {summary}", flush=True
