@@ -635,41 +635,23 @@ def _(
 # ---------------------------------------------------------------------------------------------
 
 
-class MaskedMixtureLogProbFunction(torch.autograd.Function):
-    """Fused masked mixture log density: z [L, B, d], components [B, C, d] → [L, B]."""
+def _save_mixture_inputs(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    z, loc, log_scale, logits, component_mask, family, min_scale = inputs
+    ctx.save_for_backward(z, loc, log_scale, logits, component_mask)
+    ctx.family = family
+    ctx.min_scale = min_scale
 
-    @staticmethod
-    def forward(
-        z: torch.Tensor,
-        loc: torch.Tensor,
-        log_scale: torch.Tensor,
-        logits: torch.Tensor,
-        component_mask: torch.Tensor,
-        family: str,
-        min_scale: float,
-    ) -> torch.Tensor:
-        return _forward(z, loc, log_scale, logits, component_mask, family, min_scale)
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        z, loc, log_scale, logits, component_mask, family, min_scale = inputs
-        ctx.save_for_backward(z, loc, log_scale, logits, component_mask)
-        ctx.family = family
-        ctx.min_scale = min_scale
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        z, loc, log_scale, logits, component_mask = ctx.saved_tensors
-        dz, dloc, dls, dlogits = torch.ops.mmtrain.masked_mixture_log_prob_backward(
-            grad, z, loc, log_scale, logits, component_mask, ctx.family, ctx.min_scale
-        )
-        return dz, dloc, dls, dlogits, None, None, None
+def _mixture_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    z, loc, log_scale, logits, component_mask = ctx.saved_tensors
+    dz, dloc, dls, dlogits = torch.ops.mmtrain.masked_mixture_log_prob_backward(
+        grad, z, loc, log_scale, logits, component_mask, ctx.family, ctx.min_scale
+    )
+    return dz, dloc, dls, dlogits, None, None, None
 
 
 torch.library.register_autograd(
-    "mmtrain::masked_mixture_log_prob",
-    MaskedMixtureLogProbFunction.backward,
-    setup_context=MaskedMixtureLogProbFunction.setup_context,
+    "mmtrain::masked_mixture_log_prob", _mixture_backward, setup_context=_save_mixture_inputs
 )
 
 

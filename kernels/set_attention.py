@@ -38,7 +38,8 @@ dS_ij = P_ij (dO_i · v_j − D_i) / sqrt(Dh) on present pairs and 0 on masked o
 pass reads k and v again, from cache. fp16/bf16 inputs are computed in fp32, fp64 in fp64.
 
 Each op is a `torch.library.custom_op` (with a fake implementation, so `torch.compile` traces
-around it) whose autograd formula is the matching `torch.autograd.Function`'s.
+around it) whose backward, registered with `torch.library.register_autograd`, is the fused
+backward op.
 """
 
 from __future__ import annotations
@@ -676,97 +677,48 @@ def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-class MaskedSetAttentionFunction(torch.autograd.Function):
-    """Fused masked set attention: (q, k, v [B, H, M, Dh], mask [B, M]) → [B, H, M, Dh]."""
-
-    @staticmethod
-    def forward(
-        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        return _forward(q, k, v, mask, None, pooled=False)[0]
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        q, k, v, mask = inputs
-        ctx.save_for_backward(q, k, v, mask)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        q, k, v, mask = ctx.saved_tensors
-        dq, dk, dv = torch.ops.mmtrain.masked_set_attention_backward(
-            grad, None, q, k, v, mask, None, False
-        )
-        return dq, dk, dv, None
+# The custom ops' autograd: what each forward saves, and its backward through the fused
+# backward op.
 
 
-class MaskedSetAttentionPooledFunction(torch.autograd.Function):
-    """Fused masked set attention summed over present queries: → [B, H, Dh]."""
-
-    @staticmethod
-    def forward(
-        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        return _forward(q, k, v, mask, None, pooled=True)[0]
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        q, k, v, mask = inputs
-        ctx.save_for_backward(q, k, v, mask)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        q, k, v, mask = ctx.saved_tensors
-        dq, dk, dv = torch.ops.mmtrain.masked_set_attention_backward(
-            grad, None, q, k, v, mask, None, True
-        )
-        return dq, dk, dv, None
+def _save_qkv_mask(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    ctx.save_for_backward(*inputs)
 
 
-class MaskedSetAttentionTwoMaskFunction(torch.autograd.Function):
-    """Fused masked set attention under two masks, q, k, v read once: → (out_a, out_b)."""
+def _attention_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    q, k, v, mask = ctx.saved_tensors
+    dq, dk, dv = torch.ops.mmtrain.masked_set_attention_backward(
+        grad, None, q, k, v, mask, None, False
+    )
+    return dq, dk, dv, None
 
-    @staticmethod
-    def forward(
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask_a: torch.Tensor,
-        mask_b: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        out_a, out_b = _forward(q, k, v, mask_a, mask_b, pooled=False)
-        assert out_b is not None
-        return out_a, out_b
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        q, k, v, mask_a, mask_b = inputs
-        ctx.save_for_backward(q, k, v, mask_a, mask_b)
+def _pooled_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    q, k, v, mask = ctx.saved_tensors
+    dq, dk, dv = torch.ops.mmtrain.masked_set_attention_backward(
+        grad, None, q, k, v, mask, None, True
+    )
+    return dq, dk, dv, None
 
-    @staticmethod
-    def backward(
-        ctx: Any, grad_a: torch.Tensor | None, grad_b: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, ...]:
-        q, k, v, mask_a, mask_b = ctx.saved_tensors
-        dq, dk, dv = torch.ops.mmtrain.masked_set_attention_backward(
-            _dense(grad_a, q), _dense(grad_b, q), q, k, v, mask_a, mask_b, False
-        )
-        return dq, dk, dv, None, None
+
+def _two_mask_backward(
+    ctx: Any, grad_a: torch.Tensor | None, grad_b: torch.Tensor | None
+) -> tuple[torch.Tensor | None, ...]:
+    q, k, v, mask_a, mask_b = ctx.saved_tensors
+    dq, dk, dv = torch.ops.mmtrain.masked_set_attention_backward(
+        _dense(grad_a, q), _dense(grad_b, q), q, k, v, mask_a, mask_b, False
+    )
+    return dq, dk, dv, None, None
 
 
 torch.library.register_autograd(
-    "mmtrain::masked_set_attention",
-    MaskedSetAttentionFunction.backward,
-    setup_context=MaskedSetAttentionFunction.setup_context,
+    "mmtrain::masked_set_attention", _attention_backward, setup_context=_save_qkv_mask
 )
 torch.library.register_autograd(
-    "mmtrain::masked_set_attention_pooled",
-    MaskedSetAttentionPooledFunction.backward,
-    setup_context=MaskedSetAttentionPooledFunction.setup_context,
+    "mmtrain::masked_set_attention_pooled", _pooled_backward, setup_context=_save_qkv_mask
 )
 torch.library.register_autograd(
-    "mmtrain::masked_set_attention_two_mask",
-    MaskedSetAttentionTwoMaskFunction.backward,
-    setup_context=MaskedSetAttentionTwoMaskFunction.setup_context,
+    "mmtrain::masked_set_attention_two_mask", _two_mask_backward, setup_context=_save_qkv_mask
 )
 
 

@@ -189,19 +189,6 @@ def test_gradcheck_fp64(family: str) -> None:
     assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_autograd_function_wrapper_matches_custom_op() -> None:
-    params, gen = _inputs(2, 4, 3, 5, torch.float32)
-    mask = _mask("random", 4, 3, gen)
-    a = mixture_log_prob.MaskedMixtureLogProbFunction.apply(*params, mask, "laplace", 0.25)
-    b = ops.masked_mixture_log_prob(*params, mask, "laplace", 0.25)
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-    finite = torch.isfinite(a)
-    ga = torch.autograd.grad(a[finite].sum(), params)
-    gb = torch.autograd.grad(b[finite].sum(), params)
-    for x, y in zip(ga, gb, strict=True):
-        torch.testing.assert_close(x, y, rtol=0, atol=0)
-
-
 def test_rejects_bad_inputs() -> None:
     params, _ = _inputs(1, 2, 3, 4, torch.float32)
     mask = torch.ones(2, 3, dtype=torch.bool, device=DEVICE)

@@ -6,8 +6,6 @@ shapes are small: at most 8 sets per case.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 
@@ -254,37 +252,6 @@ def test_permutation_equivariant_and_pooled_invariant() -> None:
         q[:, :, perm], k[:, :, perm], v[:, :, perm], mask[:, perm]
     )
     torch.testing.assert_close(pooled_p, pooled, **TOL[torch.float32])
-
-
-def test_autograd_function_wrappers_match_custom_ops() -> None:
-    q, k, v, gen = _inputs((3, 2, 5, 4), torch.float32)
-    mask = _mask("random", 3, 5, gen)
-    mask_b = mask & (torch.rand(mask.shape, generator=gen) < 0.5).to(DEVICE)
-    pairs: list[
-        tuple[Callable[[], tuple[torch.Tensor, ...]], Callable[[], tuple[torch.Tensor, ...]]]
-    ]
-    pairs = [
-        (
-            lambda: (set_attention.MaskedSetAttentionFunction.apply(q, k, v, mask),),
-            lambda: (ops.masked_set_attention(q, k, v, mask),),
-        ),
-        (
-            lambda: (set_attention.MaskedSetAttentionPooledFunction.apply(q, k, v, mask),),
-            lambda: (ops.masked_set_attention_pooled(q, k, v, mask),),
-        ),
-        (
-            lambda: set_attention.MaskedSetAttentionTwoMaskFunction.apply(q, k, v, mask, mask_b),
-            lambda: ops.masked_set_attention_two_mask(q, k, v, mask, mask_b),
-        ),
-    ]
-    for function_path, op_path in pairs:
-        a, b = function_path(), op_path()
-        for x, y in zip(a, b, strict=True):
-            torch.testing.assert_close(x, y, rtol=0, atol=0)
-        ga = torch.autograd.grad(sum(t.sum() for t in a), (q, k, v))
-        gb = torch.autograd.grad(sum(t.sum() for t in b), (q, k, v))
-        for x, y in zip(ga, gb, strict=True):
-            torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
 def test_two_mask_reads_once_and_equals_two_single_calls() -> None:
