@@ -3,7 +3,7 @@
 # linear-Gaussian experiment, then train a tri-modal VAE on the embedded `digits` data (real
 # MNIST + real 8x8 handwritten digits + the digit's word) and evaluate it. It ends in
 # runs/main/digits/eval/report.md: a metrics table beside cross-generation pictures.
-# About 8 minutes on a 2-core CPU; MMTRAIN_STEPS shortens or lengthens the digits training.
+# About 6 minutes on a 2-core CPU; MMTRAIN_STEPS shortens or lengthens the digits training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh
