@@ -58,14 +58,7 @@ def build(config_path: Path, device: torch.device, batches: int) -> tuple[Any, l
     config = load_config(config_path)
     loader = build_loader(config.data)
     model = build_model(config.model, loader.plugins).to(device)
-    objective = ObjectiveModule(
-        model,
-        config.model.objective,
-        samples=config.model.samples,
-        beta=config.model.beta,
-        stl=config.model.stl,
-        subset_mode=config.model.subset_mode,
-    )
+    objective = ObjectiveModule.from_config(model, config.model)
     data = []
     for batch in loader:
         data.append(batch.to(device))

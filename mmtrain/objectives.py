@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,9 @@ from mmtrain.distributions import Distribution
 from mmtrain.masks import sample_subset_mask
 from mmtrain.model import MultiModalVAE
 from mmtrain.registry import OBJECTIVES
+
+if TYPE_CHECKING:
+    from mmtrain.config import ModelSection
 
 Reconstruct = Callable[[Tensor], Tensor]
 
@@ -136,6 +139,20 @@ def _masked_sum(log_probs: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
     return torch.where(mask, log_probs * weights, 0.0).sum(-1)
 
 
+def _subset_terms(
+    latents: Latents, log_p_subset: Tensor, prior_log_prob: PriorLogProb, stl: bool
+) -> dict[str, Tensor]:
+    """The terms both objectives take from z_S ~ q(z|x_S): reconstruction of S and of the
+    rest, log q(z_S|x_S) (parameters detached under STL) and log p(z_S)."""
+    z_subset, weights, q_subset = latents.z_subset, latents.weights, latents.q_subset
+    return {
+        "R_marg": _masked_sum(log_p_subset, latents.subset_mask, weights),
+        "R_cross": _masked_sum(log_p_subset, latents.complement, weights),
+        "Q_S": (q_subset.detached() if stl else q_subset).log_prob(z_subset),
+        "P_S": prior_log_prob(z_subset),
+    }
+
+
 def masked_value(
     latents: Latents,
     reconstruct: Reconstruct,
@@ -153,16 +170,12 @@ def masked_value(
     # One decoder pass over both latents: [2L, B, d] → [2L, B, M].
     log_p = reconstruct(torch.cat([z_subset, z_full]))
     log_p_subset, log_p_full = log_p.split([z_subset.shape[0], z_full.shape[0]])
-    q_subset = latents.q_subset
     terms = ObjectiveTerms(
-        R_marg=_masked_sum(log_p_subset, latents.subset_mask, weights),
-        R_cross=_masked_sum(log_p_subset, latents.complement, weights),
-        Q_S=(q_subset.detached() if stl else q_subset).log_prob(z_subset),
-        P_S=prior_log_prob(z_subset),
+        **_subset_terms(latents, log_p_subset, prior_log_prob, stl),
         R_comp=_masked_sum(log_p_full, latents.complement, weights),
         R_full=_masked_sum(log_p_full, latents.avail, weights),
         Q_F=(q_full.detached() if stl else q_full).log_prob(z_full),
-        Q_SF=q_subset.log_prob(z_full),
+        Q_SF=latents.q_subset.log_prob(z_full),
     )
     assert terms.R_comp is not None and terms.Q_F is not None and terms.Q_SF is not None
     with torch.no_grad():
@@ -183,14 +196,8 @@ def mixture_value(
 ) -> tuple[Tensor, ObjectiveTerms]:
     """Per-sample mixture objective `J [L, B]` and its terms: every observed modality is
     reconstructed from z_S ~ q(z|x_S)."""
-    z_subset, weights, q_subset = latents.z_subset, latents.weights, latents.q_subset
-    log_p_subset = reconstruct(z_subset)
-    terms = ObjectiveTerms(
-        R_marg=_masked_sum(log_p_subset, latents.subset_mask, weights),
-        R_cross=_masked_sum(log_p_subset, latents.complement, weights),
-        Q_S=(q_subset.detached() if stl else q_subset).log_prob(z_subset),
-        P_S=prior_log_prob(z_subset),
-    )
+    log_p_subset = reconstruct(latents.z_subset)
+    terms = ObjectiveTerms(**_subset_terms(latents, log_p_subset, prior_log_prob, stl))
     value = terms.R_marg + terms.R_cross + beta * (terms.P_S - terms.Q_S)
     return value, terms
 
@@ -340,6 +347,18 @@ class ObjectiveModule(nn.Module):
         self.stl = stl
         self.subset_mode = subset_mode
 
+    @classmethod
+    def from_config(cls, model: MultiModalVAE, section: ModelSection) -> ObjectiveModule:
+        """The module for `model` with the objective and options of the config's `model`."""
+        return cls(
+            model,
+            section.objective,
+            samples=section.samples,
+            beta=section.beta,
+            stl=section.stl,
+            subset_mode=section.subset_mode,
+        )
+
     def forward(self, batch: Batch) -> ObjectiveOutput:
         return self.objective_fn(
             self.model,
@@ -348,6 +367,19 @@ class ObjectiveModule(nn.Module):
             beta=self.beta,
             stl=self.stl,
             subset_mode=self.subset_mode,
+        )
+
+    def evaluate(self, batch: Batch) -> ObjectiveOutput:
+        """The objective as evaluation reports it: one sample, reconstruction weights 1, and
+        the ELBO of q(z|x) beside it."""
+        return self.objective_fn(
+            self.model,
+            batch,
+            samples=1,
+            beta=self.beta,
+            subset_mode=self.subset_mode,
+            reconstruction_weights=False,
+            elbo=True,
         )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from mmtrain.batch import Batch
+from mmtrain.config import TrainConfig, load_config
 from mmtrain.model import MultiModalVAE
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, MODALITIES
@@ -49,3 +52,21 @@ def random_batch(model: MultiModalVAE, size: int, seed: int = 0, avail_prob: flo
     avail = torch.rand(size, model.num_modalities, generator=gen) < avail_prob
     avail[0] = True
     return Batch(x, avail)
+
+
+#: a training config small enough for tests of the loop and of config loading
+TINY_TRAIN_CONFIG = """
+data: {source: ivae-bimodal, batch_size: 250}
+model: {aggregator: sum_pooling, latent_dim: 2, feature_dim: 32,
+        aggregator_options: {pooling_size: 32, hidden_size: 32}}
+train: {steps: 12, log_every: 4, checkpoint_every: 4, keep_last: 10}
+"""
+
+
+def tiny_config(tmp_path: Path, *overrides: str) -> TrainConfig:
+    """`TINY_TRAIN_CONFIG` written under `tmp_path` and loaded with `overrides`, training into
+    `tmp_path / "run"`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_TRAIN_CONFIG)
+    return load_config(path, [f"output_dir={tmp_path / 'run'}", *overrides])

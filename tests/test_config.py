@@ -7,21 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mmtrain.config import load_config
 from mmtrain.errors import ConfigError
-
-TINY = """
-data: {source: ivae-bimodal, batch_size: 250}
-model: {aggregator: sum_pooling, latent_dim: 2, feature_dim: 32,
-        aggregator_options: {pooling_size: 32, hidden_size: 32}}
-train: {steps: 12, log_every: 4, checkpoint_every: 4, keep_last: 10}
-"""
-
-
-def tiny_config(tmp_path: Path, *overrides: str):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return load_config(path, [f"output_dir={tmp_path / 'run'}", *overrides])
+from tests.helpers import tiny_config
 
 
 @pytest.mark.parametrize(

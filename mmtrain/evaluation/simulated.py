@@ -16,9 +16,13 @@ from mmtrain.batch import Batch
 from mmtrain.evaluation.subsets import Subset
 from mmtrain.likelihoods import NormalLikelihood
 from mmtrain.model import MultiModalVAE
-from mmtrain.objectives import combined_stderr, importance_sampling, objective_key
+from mmtrain.objectives import (
+    ObjectiveModule,
+    combined_stderr,
+    importance_sampling,
+    objective_key,
+)
 from mmtrain.priors import FixedPrior
-from mmtrain.registry import OBJECTIVES
 
 if TYPE_CHECKING:
     from mmtrain.config import TrainConfig
@@ -154,18 +158,10 @@ def objective_estimate(
     """Per-example training objective (`masked_objective` or `mixture_objective`) with a
     random S and L = 1, and the ELBO of q(z|x) (β = 1), over all rows of `data`.
     Reconstruction weights are 1, as in every evaluation."""
-    objective = OBJECTIVES.get(config.model.objective)
+    objective = ObjectiveModule.from_config(model, config.model)
     value, elbo, elbo_rows = 0.0, 0.0, 0
     for _, part in data.chunks(batch_size):
-        out = objective(
-            model,
-            part,
-            samples=1,
-            beta=config.model.beta,
-            subset_mode=config.model.subset_mode,
-            reconstruction_weights=False,
-            elbo=True,
-        )
+        out = objective.evaluate(part)
         value += float(out.per_example.double().sum())
         if out.elbo is not None:
             elbo += float(out.elbo.double().sum())

@@ -49,7 +49,6 @@ from mmtrain.objectives import (
 )
 from mmtrain.optim import build_optimizer, postprocess_gradients
 from mmtrain.progress import progress_bar
-from mmtrain.registry import OBJECTIVES
 from mmtrain.train import rundir
 
 logger = logging.getLogger(__name__)
@@ -234,22 +233,14 @@ def evaluate(
     was_training = model.training
     model.eval()
     objective = config.model.objective
-    objective_fn = OBJECTIVES.get(objective)
+    module = ObjectiveModule.from_config(model, config.model)
     value, elbo, log_lik, count = 0.0, 0.0, 0.0, 0
     errors, elbo_missing = [], False
     for index, batch in enumerate(loader):
         if index >= config.train.eval_batches:
             break
         batch = batch.to(device)
-        out = objective_fn(
-            model,
-            batch,
-            samples=1,
-            beta=config.model.beta,
-            subset_mode=config.model.subset_mode,
-            reconstruction_weights=False,
-            elbo=True,
-        )
+        out = module.evaluate(batch)
         value += float(out.per_example.sum())
         if out.elbo is None:
             elbo_missing = True
@@ -587,14 +578,7 @@ def _prepare_objective(
     accelerator: Any, config: TrainConfig, model: MultiModalVAE, optimizer: torch.optim.Optimizer
 ) -> tuple[Any, Any]:
     """The objective around `model` and the optimiser, prepared by Accelerate, in train mode."""
-    objective = ObjectiveModule(
-        model,
-        config.model.objective,
-        samples=config.model.samples,
-        beta=config.model.beta,
-        stl=config.model.stl,
-        subset_mode=config.model.subset_mode,
-    )
+    objective = ObjectiveModule.from_config(model, config.model)
     module, optimizer = accelerator.prepare(objective, optimizer)
     module.train()
     return module, optimizer

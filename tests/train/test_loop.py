@@ -16,25 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from mmtrain.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from mmtrain.config import load_config
 from mmtrain.errors import CheckpointError, ConfigError
 from mmtrain.objectives import ObjectiveOutput, masked_objective
 from mmtrain.registry import OBJECTIVES
 from mmtrain.train.loop import TrainingDiverged, train
-
-TINY = """
-data: {source: ivae-bimodal, batch_size: 250}
-model: {aggregator: sum_pooling, latent_dim: 2, feature_dim: 32,
-        aggregator_options: {pooling_size: 32, hidden_size: 32}}
-train: {steps: 12, log_every: 4, checkpoint_every: 4, keep_last: 10}
-"""
-
-
-def tiny_config(tmp_path: Path, *overrides: str):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return load_config(path, [f"output_dir={tmp_path / 'run'}", *overrides])
+from tests.helpers import tiny_config
 
 
 def weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:
