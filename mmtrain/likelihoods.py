@@ -126,6 +126,60 @@ class CategoricalLikelihood(Likelihood):
         return F.softmax(self._event(params), dim=-1)
 
 
+@LIKELIHOODS.register("autoregressive_categorical")
+class AutoregressiveCategoricalLikelihood(CategoricalLikelihood):
+    """A sequence of categorical symbols, each conditioned on z and on the symbols before it:
+    log p(x | z) = Σ_t log p(x_t | x_<t, z) (docs/math.md §1.3).
+
+    The decoder's output (`params [..., B, hidden_size]`) is the context: a GRU starts from it
+    and reads it again at every position beside the previous symbol (teacher forcing in
+    `log_prob`). Unlike independent positions, a whole word is decided jointly, so an
+    uncertain position of a word gives one word at one place rather than a mixture of
+    letters. `mean(params)` decodes greedily and returns, at each position, the distribution
+    p(x_t | greedy x_<t, z): its argmax is the greedy string; it is not the marginal mean.
+    """
+
+    support = "sequence"
+
+    def __init__(self, event_shape: tuple[int, ...], hidden_size: int = 128) -> None:
+        super().__init__(event_shape)
+        if hidden_size < 1:
+            raise ConfigError(f"hidden_size must be positive, got {hidden_size}")
+        self.hidden_size = hidden_size
+        length, symbols = self.event_shape
+        self.rnn = nn.GRU(symbols + hidden_size, hidden_size, batch_first=True)
+        self.readout = nn.Linear(hidden_size, symbols)
+
+    @property
+    def num_params(self) -> int:
+        return self.hidden_size
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        lead = params.shape[:-1]
+        context = params.reshape(-1, self.hidden_size)
+        targets = x.to(params.dtype).expand(*lead, *self.event_shape).reshape(-1, *self.event_shape)
+        previous = F.pad(targets[:, :-1], (0, 0, 1, 0))
+        length = self.event_shape[0]
+        inputs = torch.cat([previous, context[:, None].expand(-1, length, -1)], -1)
+        states, _ = self.rnn(inputs, context[None].contiguous())
+        log_p = F.log_softmax(self.readout(states), -1)
+        return (targets * log_p).sum((-2, -1)).reshape(lead)
+
+    def mean(self, params: Tensor) -> Tensor:
+        lead = params.shape[:-1]
+        context = params.reshape(-1, self.hidden_size)
+        length, symbols = self.event_shape
+        state = context[None].contiguous()
+        previous = context.new_zeros(context.shape[0], 1, symbols)
+        steps = []
+        for _ in range(length):
+            output, state = self.rnn(torch.cat([previous, context[:, None]], -1), state)
+            probs = F.softmax(self.readout(output), -1)
+            steps.append(probs)
+            previous = F.one_hot(probs.argmax(-1), symbols).to(probs.dtype)
+        return torch.cat(steps, 1).reshape(*lead, length, symbols)
+
+
 @LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(Likelihood):
     """Factorised Bernoulli with logits; x in [0, 1] (soft targets allowed)."""

@@ -732,9 +732,21 @@ def _normalisation(checks: _Checks, modality: Modality, params: Tensor, x: Tenso
             )
             total = float(values.double().exp().sum())
             assert abs(total - 1) < 1e-4, f"probabilities of all {2**size} outcomes sum to {total}"
+    elif support == "sequence" and len(event_shape) == 2 and size <= 12 and params.shape[0]:
+        with checks.check(name):
+            length, symbols = event_shape
+            codes = torch.arange(symbols**length)
+            digits = torch.stack([(codes // symbols**t) % symbols for t in range(length)], -1)
+            strings = torch.nn.functional.one_hot(digits, symbols).to(params.dtype)
+            values = likelihood.log_prob(params[:1].expand(len(codes), -1), strings)
+            total = float(values.double().exp().sum())
+            assert abs(total - 1) < 1e-4, (
+                f"probabilities of all {len(codes)} strings sum to {total}"
+            )
     else:
         checks.skip(
             name,
             f"not checkable for a {support or 'unknown'} event of {size} elements (the kit "
-            "checks categorical events, 1-element continuous and small binary events)",
+            "checks categorical events, 1-element continuous, small binary and small sequence "
+            "events)",
         )

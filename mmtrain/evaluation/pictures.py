@@ -115,10 +115,15 @@ def text_glyphs(model: MultiModalVAE, name: str, x: Tensor) -> tuple[str, list[f
     """For a text modality (a plugin with `alphabet`, `pad` and `to_text`): per position
     the most likely symbol other than padding and its probability, so that an uncertain
     decoder shows faint letters instead of the padding it mostly predicts. Positions whose
-    best symbol has probability under 0.1 are left blank. None for other modalities."""
-    plugin = model.modalities[name].plugin
+    best symbol has probability under 0.1 are left blank. None for other modalities, and for
+    autoregressive text, whose per-position distributions hold along the greedy string only:
+    letters other than the greedy ones would be drawn from distributions that do not apply."""
+    modality = model.modalities[name]
+    plugin = modality.plugin
     needed = ("alphabet", "pad", "to_text")
     if plugin is None or not all(hasattr(plugin, a) for a in needed) or x.shape[0] < 2:
+        return None
+    if getattr(modality.likelihood, "support", None) == "sequence":
         return None
     probs = x.detach().float().cpu()
     pad = plugin.alphabet.index(plugin.pad)

@@ -65,6 +65,13 @@ class TextPlugin(ModalityPlugin):
         "sequence is at least 4 long",
     )
     act: str = option("relu", "activation between layers", choices=tuple(ACTIVATIONS))
+    decoder: str = option(
+        "conv",
+        "conv: every position independent given z; autoregressive: a GRU reads z and the "
+        "characters before each position, so a word is decoded as a whole",
+        choices=("conv", "autoregressive"),
+    )
+    decoder_hidden: int = option(128, "GRU state size of the autoregressive decoder")
 
     def validate(self) -> None:
         if self.length < 1:
@@ -85,6 +92,10 @@ class TextPlugin(ModalityPlugin):
             )
         if not self.hidden_channels or min(self.hidden_channels) < 1:
             raise ConfigError("text option 'hidden_channels' needs at least one positive width")
+        if self.decoder_hidden < 1:
+            raise ConfigError(
+                f"text option 'decoder_hidden' must be positive, got {self.decoder_hidden}"
+            )
 
     @cached_property
     def _index(self) -> dict[str, int]:
@@ -143,6 +154,10 @@ class TextPlugin(ModalityPlugin):
         return indices
 
     def build_likelihood(self) -> Likelihood:
+        if self.decoder == "autoregressive":
+            return likelihoods.build_likelihood(
+                "autoregressive_categorical", self.event_shape, hidden_size=self.decoder_hidden
+            )
         return likelihoods.build_likelihood("categorical", self.event_shape)
 
     def build_encoder(self, feature_dim: int) -> nn.Module:
@@ -157,6 +172,13 @@ class TextPlugin(ModalityPlugin):
         )
 
     def build_decoder(self, latent_dim: int, num_params: int) -> nn.Module:
+        if self.decoder == "autoregressive":
+            # The GRU context from z; the likelihood's GRU does the rest.
+            return nn.Sequential(
+                nn.Linear(latent_dim, self.decoder_hidden),
+                _Act(self.act),
+                nn.Linear(self.decoder_hidden, num_params),
+            )
         width = self.hidden_channels[0]
         net = nn.Sequential(
             ConvDecoder(
