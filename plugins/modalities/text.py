@@ -29,6 +29,7 @@ from ._common import (
     describe,
     one_hot,
 )
+from .literature import MOPOE_TEXT_LENGTH, text_decoder, text_encoder
 
 DEFAULT_ALPHABET = string.ascii_lowercase + string.digits + " .,;:!?'-"
 UNKNOWN_SYMBOL = "\ufffd"
@@ -65,6 +66,12 @@ class TextPlugin(ModalityPlugin):
         "sequence is at least 4 long",
     )
     act: str = option("relu", "activation between layers", choices=tuple(ACTIVATIONS))
+    net: str = option(
+        "conv",
+        "architecture: conv (hidden_channels, any length) or mopoe (MoPoE's 8-character text "
+        "net, width hidden_channels[0]; MoPoE's is 128)",
+        choices=("conv", "mopoe"),
+    )
 
     def validate(self) -> None:
         if self.length < 1:
@@ -85,6 +92,11 @@ class TextPlugin(ModalityPlugin):
             )
         if not self.hidden_channels or min(self.hidden_channels) < 1:
             raise ConfigError("text option 'hidden_channels' needs at least one positive width")
+        if self.net == "mopoe" and self.length != MOPOE_TEXT_LENGTH:
+            raise ConfigError(
+                f"text net 'mopoe' is built for length {MOPOE_TEXT_LENGTH}, got {self.length}; "
+                "set net: conv for other lengths"
+            )
 
     @cached_property
     def _index(self) -> dict[str, int]:
@@ -147,6 +159,8 @@ class TextPlugin(ModalityPlugin):
 
     def build_encoder(self, feature_dim: int) -> nn.Module:
         width = self.hidden_channels[0]
+        if self.net == "mopoe":
+            return text_encoder(self.num_symbols, width, feature_dim, self.act)
         return nn.Sequential(
             _Transpose(),
             nn.Conv1d(self.num_symbols, width, 1),
@@ -158,6 +172,8 @@ class TextPlugin(ModalityPlugin):
 
     def build_decoder(self, latent_dim: int, num_params: int) -> nn.Module:
         width = self.hidden_channels[0]
+        if self.net == "mopoe":
+            return text_decoder(latent_dim, width, self.num_symbols, self.act)
         net = nn.Sequential(
             ConvDecoder(
                 latent_dim, width, (self.length,), self.hidden_channels, MIN_SIZE, self.act
