@@ -48,6 +48,9 @@ def layers(module: nn.Module) -> list[nn.Module]:
 # ---------------------------------------------------------------------------------------------
 # the published sizes (MoPoE: mnistsvhntext/networks, mmnist/networks), counted by hand
 
+SVHN_ENCODER = (
+    conv(3, 32, 4) + conv(32, 64, 4) + conv(64, 64, 4) + conv(64, 128, 4) + dense(128, FEATURES)
+)
 # (plugin options, encoder parameters, decoder parameters) for F = 10, d = 4
 PARAMETER_COUNTS = [
     (
@@ -62,21 +65,13 @@ PARAMETER_COUNTS = [
     ),
     (
         {"net": "mopoe-svhn", "channels": 3, "height": 32, "width": 32},
-        conv(3, 32, 4)
-        + conv(32, 64, 4)
-        + conv(64, 64, 4)
-        + conv(64, 128, 4)
-        + dense(128, FEATURES),
+        SVHN_ENCODER,
         dense(LATENT, 128) + conv(128, 64, 4) + conv(64, 64, 4) + conv(64, 32, 4) + conv(32, 3, 4),
     ),
     (
         # network scales: the last transposed conv outputs 3 locations and 3 log-scales
         {"net": "mopoe-svhn", "channels": 3, "height": 32, "width": 32, "scale_mode": "network"},
-        conv(3, 32, 4)
-        + conv(32, 64, 4)
-        + conv(64, 64, 4)
-        + conv(64, 128, 4)
-        + dense(128, FEATURES),
+        SVHN_ENCODER,
         dense(LATENT, 128) + conv(128, 64, 4) + conv(64, 64, 4) + conv(64, 32, 4) + conv(32, 6, 4),
     ),
     (
