@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmtrain.errors import CheckpointError, ConfigError
+from mmtrain.errors import CheckpointError, ConfigError, MMTrainError
 from mmtrain.modality import ModalityPlugin, create_modality
 from mmtrain.model import MultiModalVAE
 from mmtrain.nets import initialise
@@ -130,7 +130,10 @@ def _plugin_options(plugin: ModalityPlugin, fallback: Mapping[str, Any]) -> dict
 
 
 def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
-    """Refuse a checkpoint whose signature differs from the model's, naming what differs."""
+    """Refuse a checkpoint whose signature differs from the model's, naming what differs.
+    Plugin options the checkpoint predates count as their defaults (a plugin option added
+    later keeps its old behaviour by default)."""
+    saved = {**saved, "modalities": _with_defaults(saved.get("modalities"))}
     differences = [
         f"{key}: checkpoint {saved.get(key)!r} vs config {value!r}"
         for key, value in current.items()
@@ -140,6 +143,21 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], path:
         raise CheckpointError(
             f"checkpoint {path} was written for another model; " + "; ".join(differences[:3])
         )
+
+
+def _with_defaults(modalities: Any) -> Any:
+    """A signature's modalities with every plugin's options completed by its defaults; left
+    as they are when a plugin cannot be built from them (the comparison then names them)."""
+    if not isinstance(modalities, Mapping):
+        return modalities
+    completed = {}
+    for name, spec in modalities.items():
+        try:
+            plugin = create_modality(spec["kind"], spec["options"])
+            completed[name] = {**spec, "options": _plugin_options(plugin, spec["options"])}
+        except (MMTrainError, LookupError, TypeError, ValueError):
+            completed[name] = spec
+    return completed
 
 
 def plugin_provenance(signature: Mapping[str, Any], objective: str) -> dict[str, Any]:

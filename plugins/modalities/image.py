@@ -1,6 +1,7 @@
 """Image modalities: `C×H×W` pixels in [0, 1], strided conv encoder and transposed-conv
-decoder for any size (docs/math.md §4.6's SVHN networks made size-generic), and a bernoulli, laplace
-or normal likelihood."""
+decoder for any size (docs/math.md §4.6's SVHN networks made size-generic) or one of MoPoE's
+published networks (`net`, plugins/modalities/literature.py), and a bernoulli, laplace or
+normal likelihood."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ._common import (
     bad_cell,
     describe,
 )
+from .literature import IMAGE_NETS, SigmoidLocation, image_decoder, image_encoder
 
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 PREVIEW_MIN_SIDE = 64
@@ -68,6 +70,24 @@ class ImagePlugin(ModalityPlugin):
         "conv widths; each stride-2 layer halves the image while its smaller side is >= 8",
     )
     act: str = option("relu", "activation between layers", choices=tuple(ACTIVATIONS))
+    net: str = option(
+        "conv",
+        "architecture: conv (strided convs of hidden_channels, any size); mlp (MoPoE's MNIST "
+        "net, dense_hidden); mopoe-svhn (MoPoE's SVHN convs, 32×32); mopoe-polymnist "
+        "(MoPoE's PolyMNIST convs, 28×28, then dense_hidden)",
+        choices=("conv", *IMAGE_NETS),
+    )
+    dense_hidden: tuple[int, ...] | None = option(
+        None,
+        "dense hidden widths of the mlp net (null: [400]) and of mopoe-polymnist's encoder "
+        "after its convs (null: [512], MoPoE's latent size); other nets ignore it",
+    )
+    location: str = option(
+        "identity",
+        "laplace/normal location: the decoder output, or its sigmoid in (0, 1) (MoPoE's MNIST "
+        "decoder)",
+        choices=("identity", "sigmoid"),
+    )
     resize: bool = option(False, "resize cells of another size (bilinear) instead of failing")
 
     def validate(self) -> None:
@@ -76,6 +96,22 @@ class ImagePlugin(ModalityPlugin):
                 raise ConfigError(f"image option {name!r} must be at least 1")
         if not self.hidden_channels or min(self.hidden_channels) < 1:
             raise ConfigError("image option 'hidden_channels' needs at least one positive width")
+        self._validate_net()
+
+    def _validate_net(self) -> None:
+        if self.dense_hidden is not None and (not self.dense_hidden or min(self.dense_hidden) < 1):
+            raise ConfigError("image option 'dense_hidden' needs at least one positive width")
+        size = IMAGE_NETS[self.net].size if self.net in IMAGE_NETS else None
+        if size is not None and (self.height, self.width) != size:
+            raise ConfigError(
+                f"image net {self.net!r} is built for {size[0]}×{size[1]} images, got "
+                f"{self.height}×{self.width}; set net: conv or mlp, or resize the data"
+            )
+        if self.location == "sigmoid" and self.likelihood == "bernoulli":
+            raise ConfigError(
+                "image option location='sigmoid' is for laplace/normal likelihoods; bernoulli "
+                "decoders output logits"
+            )
 
     @property
     def event_shape(self) -> tuple[int, ...]:
@@ -249,6 +285,10 @@ class ImagePlugin(ModalityPlugin):
         )
 
     def build_encoder(self, feature_dim: int) -> nn.Module:
+        if self.net != "conv":
+            return image_encoder(
+                self.net, self.event_shape, self.dense_hidden, feature_dim, self.act
+            )
         return ConvEncoder(
             self.channels,
             (self.height, self.width),
@@ -261,10 +301,18 @@ class ImagePlugin(ModalityPlugin):
         per_pixel, rest = divmod(num_params, self.height * self.width)
         if rest:
             raise ConfigError(f"{num_params} likelihood parameters do not fit {self.event_shape}")
-        net = ConvDecoder(
-            latent_dim, per_pixel, (self.height, self.width), self.hidden_channels, act=self.act
-        )
-        return SampleAxes(net)
+        if self.net == "conv":
+            net = ConvDecoder(
+                latent_dim, per_pixel, (self.height, self.width), self.hidden_channels, act=self.act
+            )
+            decoder: nn.Module = SampleAxes(net)
+        else:
+            decoder = image_decoder(
+                self.net, self.event_shape, self.dense_hidden, latent_dim, num_params, self.act
+            )
+        if self.location == "sigmoid":
+            decoder = SigmoidLocation(decoder, self.event_size)
+        return decoder
 
     def preview(self, x: Tensor) -> Image.Image:
         """One image `[C, H, W]`, or a grid of a batch `[N, C, H, W]` (at most 64)."""

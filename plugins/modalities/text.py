@@ -29,6 +29,7 @@ from ._common import (
     describe,
     one_hot,
 )
+from .literature import MOPOE_TEXT_LENGTH, text_decoder, text_encoder
 
 DEFAULT_ALPHABET = string.ascii_lowercase + string.digits + " .,;:!?'-"
 UNKNOWN_SYMBOL = "\ufffd"
@@ -72,6 +73,12 @@ class TextPlugin(ModalityPlugin):
         choices=("conv", "autoregressive"),
     )
     decoder_hidden: int = option(128, "GRU state size of the autoregressive decoder")
+    net: str = option(
+        "conv",
+        "architecture: conv (hidden_channels, any length) or mopoe (MoPoE's 8-character text "
+        "net, width hidden_channels[0]; MoPoE's is 128)",
+        choices=("conv", "mopoe"),
+    )
 
     def validate(self) -> None:
         if self.length < 1:
@@ -95,6 +102,11 @@ class TextPlugin(ModalityPlugin):
         if self.decoder_hidden < 1:
             raise ConfigError(
                 f"text option 'decoder_hidden' must be positive, got {self.decoder_hidden}"
+            )
+        if self.net == "mopoe" and self.length != MOPOE_TEXT_LENGTH:
+            raise ConfigError(
+                f"text net 'mopoe' is built for length {MOPOE_TEXT_LENGTH}, got {self.length}; "
+                "set net: conv for other lengths"
             )
 
     @cached_property
@@ -162,6 +174,8 @@ class TextPlugin(ModalityPlugin):
 
     def build_encoder(self, feature_dim: int) -> nn.Module:
         width = self.hidden_channels[0]
+        if self.net == "mopoe":
+            return text_encoder(self.num_symbols, width, feature_dim, self.act)
         return nn.Sequential(
             _Transpose(),
             nn.Conv1d(self.num_symbols, width, 1),
@@ -180,6 +194,8 @@ class TextPlugin(ModalityPlugin):
                 nn.Linear(self.decoder_hidden, num_params),
             )
         width = self.hidden_channels[0]
+        if self.net == "mopoe":
+            return text_decoder(latent_dim, width, self.num_symbols, self.act)
         net = nn.Sequential(
             ConvDecoder(
                 latent_dim, width, (self.length,), self.hidden_channels, MIN_SIZE, self.act
