@@ -45,6 +45,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "mmtrain.kernels",
     "mmtrain.data.embedded",
     "mmtrain.data.digits",
+    "mmtrain.data.polymnist",
+    "mmtrain.data.mnist_svhn_text",
 )
 
 #: A provenance record: {kind: {name: {"package": ..., "version": ...}}}, JSON-safe.

@@ -33,6 +33,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     make.add_argument("--missing-rate", type=float, help="fraction of modality cells to drop")
     make.add_argument("--shards", type=int, help="parquet files per split")
     make.add_argument(
+        "--mnist",
+        metavar="NAME_OR_DIR",
+        help="polymnist, mnist-svhn-text: MNIST as a Hub name (ylecun/mnist) or a local copy",
+    )
+    make.add_argument(
+        "--svhn",
+        metavar="NAME_OR_DIR",
+        help="mnist-svhn-text: SVHN as a Hub name (ufldl-stanford/svhn) or a local copy",
+    )
+    make.add_argument(
+        "--backgrounds",
+        metavar="DIR",
+        help="polymnist: one background image per modality (*.jpg/*.png, sorted by name)",
+    )
+    make.add_argument(
         "--option",
         action="append",
         default=[],
@@ -74,6 +89,12 @@ def _make(args: argparse.Namespace) -> int:
         options["seed"] = args.seed
     if args.missing_rate is not None:
         options["missing_rate"] = args.missing_rate
+    for name in ("mnist", "svhn", "backgrounds"):
+        value = getattr(args, name)
+        if value is not None:
+            # A local path is recorded absolute in the card; a Hub name as given.
+            local = Path(value).expanduser()
+            options[name] = str(local.resolve()) if local.exists() else value
     card = make_embedded(args.name, args.out, options, shards=args.shards)
     rows = ", ".join(f"{split} {info['rows']}" for split, info in card["splits"].items())
     files = sum(len(info["files"]) for info in card["splits"].values())

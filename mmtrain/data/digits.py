@@ -35,9 +35,9 @@ MODALITIES = ("mnist", "optdigits", "text")
 
 
 def png(pixels: np.ndarray) -> bytes:
-    """A gray uint8 `[H, W]` array as PNG bytes."""
+    """A uint8 `[H, W]` (gray) or `[H, W, 3]` (RGB) array as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels, "L").save(buffer, format="PNG")
+    Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -105,9 +105,12 @@ def place_word(rng: np.random.RandomState, word: str, length: int) -> str:
     return " " * start + word + " " * (length - start - len(word))
 
 
-def _image_column(images: list[bytes], present: np.ndarray) -> pa.Array:
+def image_column(images: list[bytes] | pa.Array, present: np.ndarray) -> pa.Array:
+    """A Hugging Face `Image` column of encoded `images`; cells not `present` are null."""
+    if not isinstance(images, pa.Array):
+        images = pa.array(images, pa.binary())
     return pa.StructArray.from_arrays(
-        [pa.array(images, pa.binary()), pa.nulls(len(images), pa.string())],
+        [images, pa.nulls(len(images), pa.string())],
         names=["bytes", "path"],
         mask=pa.array(~present),
     )
@@ -156,8 +159,8 @@ def build_digits(
         texts = [texts[i] for i in order]
         avail = missing_mask(rng, len(first), len(MODALITIES), missing_rate)
         columns = {
-            "mnist": _image_column([mnist_png[i] for i in first], avail[:, 0]),
-            "optdigits": _image_column([small_png[i] for i in second], avail[:, 1]),
+            "mnist": image_column([mnist_png[i] for i in first], avail[:, 0]),
+            "optdigits": image_column([small_png[i] for i in second], avail[:, 1]),
             "text": pa.array(texts, pa.string(), mask=~avail[:, 2]),
             "label": pa.array(labels, pa.int64()),
         }

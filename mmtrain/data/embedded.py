@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,15 @@ def mmtrain_home() -> Path:
 
 @dataclass(frozen=True)
 class BuiltDataset:
-    """What a builder returns: one table per split and how to read it."""
+    """What a builder returns: one table per split and how to read it. `card_fields` are
+    written into `card.json` beside the standard keys (what the data were made from, how they
+    differ from a published set, licences)."""
 
     tables: dict[str, pa.Table]
     modalities: dict[str, ModalitySpec]
     label_columns: tuple[str, ...] = ()
     provenance: str = ""
+    card_fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def make_embedded(
         "modalities": {k: v.to_dict() for k, v in built.modalities.items()},
         "label_columns": list(built.label_columns),
     }
+    card.update({k: v for k, v in built.card_fields.items() if k not in card})
     (out / CARD).write_text(json.dumps(card, indent=2, default=str) + "\n")
     return card
 

@@ -136,3 +136,34 @@ def config_for(source: Path | str, **overrides: object) -> DataConfig:
     }
     values.update(overrides)
     return DataConfig.from_dict(values)
+
+
+def png_of(pixels: np.ndarray) -> bytes:
+    """A uint8 `[H, W]` or `[H, W, 3]` array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_hub_image_set(
+    root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], folder: str | None = None
+) -> Path:
+    """A local copy of a Hub image-classification set (`ylecun/mnist`, `ufldl-stanford/svhn`)
+    in the Hub's schema: per split a parquet file `[folder/]<split>-00000-of-00001.parquet`
+    with an `image` column (`Image`: `{bytes, path}` PNG) and a `label` (`ClassLabel` 0–9)."""
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=[str(d) for d in range(10)]),
+        }
+    )
+    target = root / folder if folder else root
+    target.mkdir(parents=True, exist_ok=True)
+    for split, (pixels, labels) in splits.items():
+        rows = {
+            "image": [{"bytes": png_of(p), "path": None} for p in pixels],
+            "label": [int(label) for label in labels],
+        }
+        part = datasets.Dataset.from_dict(rows, features=features)
+        part.to_parquet(str(target / f"{split}-00000-of-00001.parquet"))
+    return root
