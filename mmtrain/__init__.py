@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmtrain._version import __version__
@@ -9,10 +10,16 @@ from mmtrain.errors import CheckpointError, ConfigError, DataError, MMTrainError
 
 if TYPE_CHECKING:
     from mmtrain.batch import Batch
+    from mmtrain.inference import InferenceModel, Posterior
     from mmtrain.model import MultiModalVAE
 
 #: imported on first use, so that `import mmtrain` (and the CLI's `--help`) stays light
-_LAZY = {"Batch": "mmtrain.batch", "MultiModalVAE": "mmtrain.model"}
+_LAZY = {
+    "Batch": "mmtrain.batch",
+    "InferenceModel": "mmtrain.inference",
+    "MultiModalVAE": "mmtrain.model",
+    "Posterior": "mmtrain.inference",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -25,10 +32,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def load(path: str, device: str = "cpu") -> MultiModalVAE:
-    """Rebuild a trained model from an inference bundle, a checkpoint or a run directory
-    (`mmtrain.bundle.resolve_model` says which checkpoint)."""
-    from mmtrain.bundle import load as _load
+def load(path: str | Path, device: str = "cpu") -> InferenceModel:
+    """A trained model, ready for inference on raw dataset rows (`mmtrain.inference`), from
+    an exported bundle, a checkpoint or a run directory (its best checkpoint when training
+    kept one, else its newest; `mmtrain.bundle.resolve_model`). `.model` is the
+    `MultiModalVAE`."""
+    from mmtrain.inference import load as _load
 
     return _load(path, device)
 
@@ -38,9 +47,11 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "InferenceModel",
     "MMTrainError",
     "MultiModalVAE",
     "PluginError",
+    "Posterior",
     "__version__",
     "load",
 ]

@@ -1,5 +1,6 @@
 """Inference bundles: `mmtrain export CKPT OUT` writes weights and a JSON config;
-`mmtrain.load(PATH)` rebuilds the model from them without the training data.
+`mmtrain.load(PATH)` rebuilds the model from them without the training data (as an
+`mmtrain.inference.InferenceModel`; `load` here returns the bare `MultiModalVAE`).
 
 `resolve_model` is the one place that decides where a trained model is: `mmtrain.load`,
 `mmtrain export` and `mmtrain eval` all go through it. It accepts an exported bundle, a

@@ -6,7 +6,8 @@ A checkpoint is a directory `step-00001234/` holding exactly
                           groups, per-parameter keys, Python scalars) in the file's metadata
   state.json              step, epoch, data position, RNG states, resolved config, plugins
 It is written under a temporary name and renamed, so a crash never leaves a half-written
-checkpoint under a final name. Loading reads only these three files; anything else in the
+checkpoint under a final name. A run may also keep `best/` beside them (`train.keep_best`),
+written the same way and never pruned; `BEST_NAME`. Loading reads only these three files; anything else in the
 directory (a planted `.pkl` or `.bin`) is ignored, and nothing is ever unpickled.
 """
 
@@ -36,7 +37,10 @@ STATE_FILE = "state.json"
 CHECKPOINT_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)
 _NAME = re.compile(r"^step-(\d{8})$")
 TEMPORARY_PREFIX = ".tmp-"
-_TEMPORARY = re.compile(r"^\.tmp-step-\d{8}-(\d+)$")
+#: temporary folders of a checkpoint being written, or of a replaced one being removed
+_TEMPORARY = re.compile(r"^\.tmp-(?:old-)?(?:step-\d{8}|best)-(\d+)$")
+#: the folder of a run's best checkpoint, beside the `step-…` ones
+BEST_NAME = "best"
 
 
 def checkpoint_name(step: int) -> str:
@@ -156,15 +160,18 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
     keep_last: int = 3,
+    name: str | None = None,
 ) -> Path:
-    """Write `directory/step-XXXXXXXX` atomically; keep the newest `keep_last`.
+    """Write `directory/step-XXXXXXXX` (or `directory/name`, e.g. `best`) atomically; keep
+    the newest `keep_last` step checkpoints.
 
     A failed write (a full disk, above all) removes the temporary folder, leaves every
     earlier checkpoint as it was and raises a one-line `CheckpointError` naming the
     directory and the bytes the checkpoint needs."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / checkpoint_name(step)
-    temporary = directory / f"{TEMPORARY_PREFIX}{checkpoint_name(step)}-{os.getpid()}"
+    name = name or checkpoint_name(step)
+    final = directory / name
+    temporary = directory / f"{TEMPORARY_PREFIX}{name}-{os.getpid()}"
     if temporary.exists():
         shutil.rmtree(temporary)
     optimizer_parts = None
@@ -190,10 +197,15 @@ def save_checkpoint(
             raise
         needed = checkpoint_bytes(model, optimizer_parts, state_text)
         raise _write_error(directory, step, needed, error) from None
+    # A folder cannot be renamed over a non-empty one: the old one goes aside first, so the
+    # final name only ever holds a whole checkpoint.
+    replaced = directory / f"{TEMPORARY_PREFIX}old-{name}-{os.getpid()}"
     if final.exists():
-        shutil.rmtree(final)
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(final, replaced)
     os.replace(temporary, final)
     _fsync_dir(directory)
+    shutil.rmtree(replaced, ignore_errors=True)
     for old in list_checkpoints(directory)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final

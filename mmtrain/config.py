@@ -27,6 +27,18 @@ class PriorConfig:
 
 
 @dataclass
+class BetaSchedule:
+    """β warm-up (KL annealing, as in MoPoE and MultiVae): β(t) at optimiser step t rises
+    from `start`·β at t = 0 to β at t = `warmup_steps` (`linear`, or along a half cosine),
+    then stays at `model.beta`; `constant` keeps β throughout (`objectives.beta_at_step`).
+    While β < 1 the objective is not a bound on log p(x) (docs/math.md §2.1)."""
+
+    kind: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    start: float = 0.0
+
+
+@dataclass
 class ModelSection:
     """The VAE: aggregator, objective, latent size, prior, β and importance samples.
 
@@ -42,6 +54,7 @@ class ModelSection:
     feature_dim: int = 128
     prior: PriorConfig = field(default_factory=PriorConfig)
     beta: float = 1.0
+    beta_schedule: BetaSchedule = field(default_factory=BetaSchedule)
     samples: int = 1
     stl: bool = True
     subset_mode: Literal["faithful", "uniform-size"] = "faithful"
@@ -71,6 +84,26 @@ class OptimizerSection:
 
 
 @dataclass
+class KeepBest:
+    """Keep `checkpoints/best/`: the checkpoint of the periodic validation (`train.eval_every`)
+    with the best `metric` (a validation metric, `eval/…`; `val/…` is read as `eval/…`)."""
+
+    metric: str = field(metadata={"doc": "a validation metric, e.g. eval/is_ll"})
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when the validation `metric` has not improved by more than `min_delta` for
+    `patience` evaluations in a row."""
+
+    metric: str = field(metadata={"doc": "a validation metric, e.g. eval/is_ll"})
+    patience: int = 5
+    min_delta: float = 0.0
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass
 class TrainSection:
     """Length, batch, precision, evaluation and checkpoint cadence."""
 
@@ -85,6 +118,8 @@ class TrainSection:
     eval_is_samples: int = 16
     checkpoint_every: int = 0
     keep_last: int = 3
+    keep_best: KeepBest | None = None
+    early_stopping: EarlyStopping | None = None
     max_nan_steps: int = 20
     kernels: Literal["torch", "triton", "auto"] = "auto"
     cpu: bool = False
@@ -143,12 +178,58 @@ class TrainConfig:
             raise ConfigError(f"train.steps / train.epochs must be ≥ 1, got {length}")
         if self.model.prior.kind == "fixed" and self.model.prior.components != 1:
             raise ConfigError("a fixed prior has one component; use model.prior.kind: mixture")
+        _check_beta_schedule(self.model.beta_schedule)
+        _check_monitoring(self)
         # The plugins say which combinations they can build; a function-level import, as the
         # factory imports this module.
         from mmtrain.factory import check_model
 
         check_model(self.model)
         return self
+
+
+def _check_beta_schedule(schedule: BetaSchedule) -> None:
+    where = "model.beta_schedule"
+    if schedule.warmup_steps < 0:
+        raise ConfigError(f"{where}.warmup_steps must be ≥ 0, got {schedule.warmup_steps}")
+    if not 0.0 <= schedule.start <= 1.0:
+        raise ConfigError(
+            f"{where}.start is the fraction of model.beta at step 0 and must be in [0, 1], "
+            f"got {schedule.start}"
+        )
+    if schedule.kind == "constant" and schedule.warmup_steps:
+        raise ConfigError(
+            f"{where}.warmup_steps has no effect with kind constant; set {where}.kind to "
+            "linear or cosine"
+        )
+    if schedule.kind != "constant" and schedule.warmup_steps < 1:
+        raise ConfigError(f"{where}.kind {schedule.kind} needs {where}.warmup_steps ≥ 1")
+
+
+def _check_monitoring(config: TrainConfig) -> None:
+    """train.keep_best and train.early_stopping: periodic validation is on, the metric is
+    one the loop's validation reports (`val/…` is read as `eval/…`), the numbers are sane."""
+    from mmtrain.train.monitor import canonical_metric, check_metric
+
+    train = config.train
+    for key, section in (("keep_best", train.keep_best), ("early_stopping", train.early_stopping)):
+        if section is None:
+            continue
+        if not (train.eval_every and train.eval_split):
+            raise ConfigError(
+                f"train.{key} watches the periodic validation: set train.eval_every > 0 and "
+                "train.eval_split"
+            )
+        section.metric = canonical_metric(section.metric)
+        check_metric(section.metric, config.model.objective, f"train.{key}.metric")
+    stopping = train.early_stopping
+    if stopping is not None:
+        if stopping.patience < 1:
+            raise ConfigError(f"train.early_stopping.patience must be ≥ 1, got {stopping.patience}")
+        if stopping.min_delta < 0:
+            raise ConfigError(
+                f"train.early_stopping.min_delta must be ≥ 0, got {stopping.min_delta}"
+            )
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -359,19 +359,21 @@ class ObjectiveModule(nn.Module):
             subset_mode=section.subset_mode,
         )
 
-    def forward(self, batch: Batch) -> ObjectiveOutput:
+    def forward(self, batch: Batch, beta: float | None = None) -> ObjectiveOutput:
+        """The objective on `batch` with `beta` (the training loop passes each step's
+        scheduled β, `beta_at_step`), or the module's own β."""
         return self.objective_fn(
             self.model,
             batch,
             samples=self.samples,
-            beta=self.beta,
+            beta=self.beta if beta is None else beta,
             stl=self.stl,
             subset_mode=self.subset_mode,
         )
 
     def evaluate(self, batch: Batch) -> ObjectiveOutput:
-        """The objective as evaluation reports it: one sample, reconstruction weights 1, and
-        the ELBO of q(z|x) beside it."""
+        """The objective as evaluation reports it: one sample, reconstruction weights 1, the
+        configured β (not a warm-up's), and the ELBO of q(z|x) beside it."""
         return self.objective_fn(
             self.model,
             batch,
@@ -381,6 +383,21 @@ class ObjectiveModule(nn.Module):
             reconstruction_weights=False,
             elbo=True,
         )
+
+
+def beta_at_step(section: ModelSection, step: int) -> float:
+    """β at optimiser step `step` (0 for the first) under `model.beta_schedule`: with
+    W = warmup_steps, s = start and u = min(1, step / W),
+    linear β·(s + (1 − s)·u), cosine β·(s + (1 − s)·(1 − cos πu)/2), then β; constant β.
+    A pure function of the step, so a resumed run continues the schedule exactly. While
+    β < 1 the objective is not a bound on log p(x) (docs/math.md §2.1)."""
+    schedule = section.beta_schedule
+    if schedule.kind == "constant" or step >= schedule.warmup_steps:
+        return section.beta
+    progress = max(step, 0) / schedule.warmup_steps
+    if schedule.kind == "cosine":
+        progress = 0.5 * (1.0 - math.cos(math.pi * progress))
+    return section.beta * (schedule.start + (1.0 - schedule.start) * progress)
 
 
 @dataclass

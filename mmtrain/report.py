@@ -112,6 +112,14 @@ def training_summary(result: Mapping[str, object], console: Console | None = Non
     console.print(table)
     if result.get("checkpoint"):
         console.print(f"checkpoint: {result['checkpoint']}")
+    best = result.get("best_checkpoint")
+    if isinstance(best, Mapping):
+        console.print(
+            f"best checkpoint: {best['path']} (step {best['step']}, "
+            f"{best['metric']} = {best['value']:.6g})"
+        )
+    if result.get("stop_reason"):
+        console.print(str(result["stop_reason"]))
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -64,11 +64,11 @@ def assert_same(model: torch.nn.Module, checkpoint: Path) -> None:
 
 def test_load_accepts_a_run_directory_a_checkpoint_and_a_bundle(run: Path, tmp_path: Path) -> None:
     step4, step8 = list_checkpoints(run / "checkpoints")
-    assert_same(mmtrain.load(run), step8)  # a run directory: its newest checkpoint
-    assert_same(mmtrain.load(step4), step4)  # a checkpoint directory
-    assert_same(mmtrain.load(run / "checkpoints"), step8)  # a folder of checkpoints
+    assert_same(mmtrain.load(run).model, step8)  # a run directory: its newest checkpoint
+    assert_same(mmtrain.load(step4).model, step4)  # a checkpoint directory
+    assert_same(mmtrain.load(run / "checkpoints").model, step8)  # a folder of checkpoints
     bundle = export_bundle(run, tmp_path / "bundle")
-    assert_same(mmtrain.load(bundle), step8)
+    assert_same(mmtrain.load(bundle).model, step8)
 
 
 def test_best_checkpoint_of_a_run_is_what_load_export_and_eval_take(
@@ -77,7 +77,7 @@ def test_best_checkpoint_of_a_run_is_what_load_export_and_eval_take(
     step4 = list_checkpoints(run / "checkpoints")[0]
     shutil.copytree(step4, run / "checkpoints" / "best")
     best = run / "checkpoints" / "best"
-    assert_same(mmtrain.load(run), best)
+    assert_same(mmtrain.load(run).model, best)
     bundle = export_bundle(run, tmp_path / "bundle")
     assert json.loads((bundle / "config.json").read_text())["step"] == 4
     loaded = load_for_eval(run)

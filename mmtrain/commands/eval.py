@@ -81,5 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text((out / "metrics.json").read_text())
-    print(json.dumps({"report": str(out / "report.md"), "metrics": str(out / "metrics.json")}))
+    summary = {"report": str(out / "report.md"), "metrics": str(out / "metrics.json")}
+    summary["checkpoint"] = results.get("checkpoint")
+    if results.get("best"):
+        summary["best"] = results["best"]  # the run's best checkpoint: step, metric, value
+    print(json.dumps(summary))
     return 0

@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if result.get("is_main", True):
         training_summary(result)
-        print(json.dumps({k: result[k] for k in ("steps", "checkpoint", "output_dir")}))
+        printed = {k: result[k] for k in ("steps", "checkpoint", "output_dir")}
+        # train.early_stopping and train.keep_best: why it stopped, which checkpoint is best
+        printed |= {k: result[k] for k in ("stop_reason", "best_checkpoint") if result.get(k)}
+        print(json.dumps(printed))
     return 0
 
 

@@ -176,14 +176,24 @@ def render_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_best(best: dict[str, Any]) -> str:
+    """`step 12, eval/is_ll = -6.55 (max)`: why a run's best checkpoint is the best."""
+    return f"step {best['step']}, {best['metric']} = {best['value']:.6g} ({best['mode']})"
+
+
 def _intro_lines(results: dict[str, Any]) -> list[str]:
     model, data = results["model"], results["data"]
-    step = results.get("step")
+    step, best = results.get("step"), results.get("best")
+    chosen = (
+        f" (the run's best checkpoint: {describe_best(best)})"
+        if best
+        else (f" (step {step})" if step is not None else "")
+    )
     return [
         f"# Evaluation: {model['aggregator']} + {model['objective']}",
         "",
         f"Checkpoint `{results['checkpoint']}`"
-        + (f" (step {step})" if step is not None else "")
+        + chosen
         + f"; data `{data['source']}`, {data['rows']} rows; {data['note']}. "
         f"Latent size {model['latent_dim']}; modalities "
         + ", ".join(f"`{n}` {tuple(s)}" for n, s in model["modalities"].items())

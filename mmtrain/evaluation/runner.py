@@ -42,7 +42,7 @@ from mmtrain.evaluation.data import (
     split_exists,
 )
 from mmtrain.evaluation.likelihood import log_likelihood_table
-from mmtrain.evaluation.markdown import write_report
+from mmtrain.evaluation.markdown import describe_best, write_report
 from mmtrain.evaluation.probe import latent_classification
 from mmtrain.evaluation.simulated import (
     exact_linear_metrics,
@@ -147,7 +147,10 @@ def load_for_eval(path: str | Path) -> LoadedModel:
     model = build_and_load(source)
     config = config_from_dict(source.description["config"])
     where = source.path if source.is_bundle else source.checkpoint
-    return LoadedModel(model, config, where, source.step, source.run_dir)
+    loaded = LoadedModel(model, config, where, source.step, source.run_dir)
+    if source.description.get("best"):
+        loaded.extra["best"] = source.description["best"]  # a run's checkpoints/best
+    return loaded
 
 
 def default_output(loaded: LoadedModel) -> Path:
@@ -286,6 +289,7 @@ def _results_header(
         "format": "mmtrain-eval/1",
         "checkpoint": str(loaded.path),
         "step": loaded.step,
+        "best": loaded.extra.get("best"),
         "run_dir": None if loaded.run_dir is None else str(loaded.run_dir),
         "model": {
             "aggregator": loaded.config.model.aggregator,
@@ -564,6 +568,8 @@ def evaluate_checkpoint(
     if source is not None:
         loaded.extra["source"] = source
     output = Path(out) if out is not None else default_output(loaded)
-    log(f"evaluating {loaded.path} → {output}")
+    best = loaded.extra.get("best")
+    chosen = f" (the best checkpoint: {describe_best(best)})" if best else ""
+    log(f"evaluating {loaded.path}{chosen} → {output}")
     data = read_eval_data(loaded.config, options, source)
     return evaluate_model(loaded, data, output, options, log)

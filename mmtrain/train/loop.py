@@ -3,8 +3,9 @@
 It runs unchanged in one process (`mmtrain train`), in N processes on one node
 (`accelerate launch -m mmtrain train`), and inside Ray Train workers (`--ray`), which set up
 the process group before the loop builds its `Accelerator`. Top to bottom: data, model,
-optimiser; resume; loop (accumulate → autocast → objective → NaN check → backward →
-gradient post-processing → step); log; evaluate; checkpoint.
+optimiser; resume; loop (accumulate → autocast → objective at the step's β → NaN check →
+backward → gradient post-processing → step); log; evaluate (best checkpoint, early
+stopping: `mmtrain.train.monitor`); checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from accelerate.utils import gather_object
 from mmtrain import ops
 from mmtrain.batch import Batch
 from mmtrain.checkpoint import (
+    BEST_NAME,
     capture_rng_state,
     load_checkpoint,
     read_state,
@@ -43,6 +45,7 @@ from mmtrain.factory import build_model, check_compatible, model_signature, plug
 from mmtrain.model import MultiModalVAE
 from mmtrain.objectives import (
     ObjectiveModule,
+    beta_at_step,
     combined_stderr,
     importance_sampling,
     objective_key,
@@ -50,6 +53,7 @@ from mmtrain.objectives import (
 from mmtrain.optim import build_optimizer, postprocess_gradients
 from mmtrain.progress import progress_bar
 from mmtrain.train import rundir
+from mmtrain.train.monitor import RunMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +282,8 @@ def train(
     moved aside to a sibling folder with `overwrite`. `run_id` names the run: a directory
     last written by the same id (a Ray worker group restarted before its first checkpoint)
     is started over in place. Ctrl-C stops after the current step with a checkpoint of it
-    (`TrainingInterrupted`); a second Ctrl-C stops at once."""
+    (`TrainingInterrupted`); a second Ctrl-C stops at once. With `train.early_stopping` it
+    may end before `train.steps`; the result (and `summary.json`) then says why."""
     with ExitStack() as cleanup:
         run = _Run.start(config, resume, overwrite, run_id, reporter, progress, cleanup)
         for batch in run.batches():
@@ -294,7 +299,7 @@ def train(
                 run.checkpoint()
             if run.stopping and run.step < run.total_steps:
                 run.stop_interrupted()
-            if run.step >= run.total_steps:
+            if run.step >= run.total_steps or run.stopped_early:
                 break
         return run.finish()
 
@@ -320,6 +325,7 @@ class _Run:
     bar: Any
     interrupt: InterruptFlag
     reporter: Reporter | None
+    monitor: RunMonitor
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
@@ -331,6 +337,8 @@ class _Run:
     window: _Window = field(default_factory=lambda: _Window.fresh())
     last_logged: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
+    last_eval_step: int = -1
+    stopped_early: bool = False
     last_checkpoint: Path | None = None
     last_checkpoint_step: int = -1
     started: float = field(default_factory=time.perf_counter)
@@ -394,13 +402,35 @@ class _Run:
             bar=bar,
             interrupt=interrupt,
             reporter=reporter,
+            monitor=RunMonitor(config),
         )
         if saved is not None:
             run.step = start_step
             run.epoch = int(saved["epoch"])
             run.skip_batches = int(saved["batches_in_epoch"])
             run.rng_state = saved["rng"].get(str(rank))
+            run.restore_monitor(saved)
         return run
+
+    def restore_monitor(self, saved: dict[str, Any]) -> None:
+        """The best-so-far and early-stopping counters of the checkpoint resumed from."""
+        fresh = self.monitor.restore(saved.get("monitor"))
+        if not self.accelerator.is_main_process:
+            return
+        for key in fresh:
+            logger.info(f"train.{key}: the checkpoint watched another metric; starting afresh")
+        best = self.output / "checkpoints" / BEST_NAME
+        if self.monitor.best is not None and (best / "state.json").is_file():
+            try:
+                best_step = read_state(best).get("step")
+            except CheckpointError:
+                best_step = None  # a damaged best checkpoint is replaced at the next best
+            if best_step is not None and best_step > self.step:
+                logger.warning(
+                    f"{best} is from step {best_step}, after the resumed step {self.step}; "
+                    "it is replaced when this run's validation beats the best value "
+                    "recorded at the resumed step"
+                )
 
     # ------------------------------------------------------------------ the loop's blocks
 
@@ -427,8 +457,9 @@ class _Run:
         when no optimiser step happened (accumulating, or a non-finite loss skipped)."""
         accelerator, config = self.accelerator, self.config
         with accelerator.accumulate(self.module):
+            beta = beta_at_step(config.model, self.step)
             with accelerator.autocast():
-                out = self.module(batch)
+                out = self.module(batch, beta=beta)
             # One reduction per step carries the NaN check and Ctrl-C, so that every rank
             # stops after the same step.
             flags = [float(not torch.isfinite(out.loss)), float(self.interrupt.requested)]
@@ -450,7 +481,9 @@ class _Run:
                 )
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.window.add(out.logged_tensors(), batch.size)
+        logged = out.logged_tensors()
+        logged["beta"] = torch.tensor(beta, dtype=torch.float64, device=accelerator.device)
+        self.window.add(logged, batch.size)
         return bool(accelerator.sync_gradients)
 
     def _skip_non_finite(self) -> None:
@@ -481,16 +514,37 @@ class _Run:
         self.window = _Window.fresh()
 
     def evaluate(self) -> None:
-        if self.eval_loader is None:
+        """Validate (once per step), then let the monitor keep the best checkpoint and
+        decide on early stopping. Every rank sees the same reduced numbers, so every rank
+        takes the same decision."""
+        if self.eval_loader is None or self.last_eval_step == self.step:
             return
         self.eval_loader.set_epoch(0)
         results = evaluate(self.model, self.eval_loader, self.config, self.accelerator.device)
         self.last_eval = _reduce_dict(self.accelerator, results)
+        self.last_eval_step = self.step
         self.log.write(self.step, self.last_eval)
+        if not self.monitor.active:
+            return
+        decision = self.monitor.observe(self.last_eval, self.step)
+        if decision.save_best:
+            self._save(BEST_NAME)
+        if decision.stop and not self.stopped_early and self.step < self.total_steps:
+            self.stopped_early = True
+            if self.accelerator.is_main_process:
+                logger.info(self.monitor.stop_reason)
 
     def checkpoint(self) -> None:
-        """Write a checkpoint of this step (every rank's RNG state in it, so each resumes its
-        own stream) and tell the launcher."""
+        """Write a checkpoint of this step and tell the launcher."""
+        path = self._save()
+        self.last_checkpoint, self.last_checkpoint_step = path, self.step
+        if self.reporter is not None:
+            self.reporter({"step": float(self.step), **self.last_logged}, path)
+
+    def _save(self, name: str | None = None) -> Path | None:
+        """Write a checkpoint of this step, `step-…` or `name` (every rank's RNG state in it,
+        so each resumes its own stream; the monitor's state, so decisions resume too); its
+        path on the main process, None elsewhere."""
         states = gather_object([{str(self.accelerator.process_index): capture_rng_state()}])
         path = None
         if self.accelerator.is_main_process:
@@ -504,7 +558,11 @@ class _Run:
                 "model_signature": self.signature,
                 "plugins": plugin_provenance(self.signature, self.config.model.objective),
                 "metrics": self.last_logged,
+                "eval": self.last_eval,
+                "monitor": self.monitor.state(),
             }
+            if name == BEST_NAME:
+                state["best"] = self.monitor.best_record()
             path = save_checkpoint(
                 self.output / "checkpoints",
                 self.step,
@@ -512,11 +570,10 @@ class _Run:
                 getattr(self.optimizer, "optimizer", self.optimizer),
                 state,
                 self.config.train.keep_last,
+                name=name,
             )
         self.accelerator.wait_for_everyone()
-        self.last_checkpoint, self.last_checkpoint_step = path, self.step
-        if self.reporter is not None:
-            self.reporter({"step": float(self.step), **self.last_logged}, path)
+        return path
 
     def stop_interrupted(self) -> None:
         """After Ctrl-C: log the partial window, checkpoint this step, stop."""
@@ -531,6 +588,12 @@ class _Run:
             self.accelerator.num_processes,
         )
 
+    def _best_summary(self) -> dict[str, Any] | None:
+        record = self.monitor.best_record()
+        if record is None:
+            return None
+        return {"path": str(self.output / "checkpoints" / BEST_NAME), **record}
+
     def finish(self) -> dict[str, Any]:
         """The final evaluation and checkpoint; `summary.json`; the result."""
         self.bar.close()
@@ -541,12 +604,16 @@ class _Run:
         self.log.close()
         result: dict[str, Any] = {
             "steps": self.step,
+            "planned_steps": self.total_steps,
             "epoch": self.epoch,
             "world_size": self.accelerator.num_processes,
             "seconds": seconds,
             "nan_skipped_steps": self.nan_skipped,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "output_dir": str(self.output),
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.monitor.stop_reason if self.stopped_early else None,
+            "best_checkpoint": self._best_summary(),
             **self.last_logged,
             **self.last_eval,
         }
