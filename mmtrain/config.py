@@ -16,7 +16,7 @@ import yaml
 
 from mmtrain.data.config import DataConfig
 from mmtrain.errors import ConfigError
-from mmtrain.schema import build
+from mmtrain.schema import build, load_yaml
 
 
 @dataclass
@@ -236,7 +236,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set expects key.path=value, got {text!r}")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    return key.strip().split("."), load_yaml(raw) if raw.strip() else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -260,7 +260,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = load_yaml(path.read_text())
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {error}") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -20,11 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from mmtrain.config import TrainConfig, apply_overrides, config_from_dict
 from mmtrain.errors import ConfigError
 from mmtrain.registry import AGGREGATORS
+from mmtrain.schema import load_yaml
 
 if TYPE_CHECKING:
     from mmtrain.batch import Batch
@@ -122,7 +121,7 @@ def experiment_config(
     name: str, options: ExperimentOptions | None = None, overrides: list[str] | None = None
 ) -> TrainConfig:
     """The config of experiment `name`: its YAML, then the flags, then `--set` overrides."""
-    data = yaml.safe_load(config_path(name).read_text())
+    data = load_yaml(config_path(name).read_text())
     flags = (options or ExperimentOptions()).overrides(name)
     data = apply_overrides(data, [*flags, *(overrides or [])])
     if options is not None and options.output_dir is None:

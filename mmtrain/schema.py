@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+import yaml
 
 from mmtrain.errors import ConfigError, did_you_mean
 
@@ -233,3 +236,21 @@ _SCALARS: dict[Any, Callable[[Any, str], Any]] = {
     str: _str,
     Path: _path,
 }
+
+
+class _Yaml12FloatLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that also reads exponent floats without a dot as numbers."""
+
+
+_Yaml12FloatLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as `yaml.safe_load` does, except that exponent floats without a dot
+    (`1e-3`, `2E+5`), which YAML 1.1 reads as strings, are numbers as in YAML 1.2: an
+    `--set optim.lr=2e-3` or `lr: 1e-3` means 0.001, not the string "2e-3"."""
+    return yaml.load(text, Loader=_Yaml12FloatLoader)

@@ -29,3 +29,15 @@ def test_bad_config_values(tmp_path: Path, override: str, needle: str) -> None:
 def test_poe_with_mixture_prior_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="poe needs a single-component prior"):
         tiny_config(tmp_path, "model.aggregator=poe", "model.prior={kind: mixture, components: 3}")
+
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    from mmtrain.config import load_config
+    from tests.helpers import TINY_TRAIN_CONFIG
+
+    path = tmp_path / "config.yaml"
+    path.write_text(TINY_TRAIN_CONFIG + "optim: {lr: 1e-3}\n")
+    assert load_config(path).optim.lr == 0.001
+    assert load_config(path, ["optim.lr=2e-3"]).optim.lr == 0.002
+    assert load_config(path, ["output_dir=1e3x"]).output_dir == "1e3x"

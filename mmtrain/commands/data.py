@@ -7,9 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
 from mmtrain.errors import ConfigError
+from mmtrain.schema import load_yaml
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -121,5 +120,5 @@ def _options(pairs: list[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--option expects KEY=VALUE, got {pair!r}")
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = load_yaml(value)
     return options
