@@ -213,8 +213,24 @@ class CompareSettings:
             "init": self.init,
             "config": None if self.config is None else str(self.config),
             "overrides": list(self.overrides),
-            "eval": {k: v for k, v in self.eval_options.to_dict().items() if k != "pictures"},
+            "eval": _eval_signature(self.eval_options),
         }
+
+
+#: evaluation options added after cells were first saved: part of a cell's signature only
+#: when set away from their defaults, so that the cells saved before them are still reused
+#: (they add numbers, FID and coherence by size, and change none of the earlier ones)
+LATER_EVAL_OPTIONS = ("coherence_subsets_per_size", "fid_features", "fid_weights", "fid_samples")
+
+
+def _eval_signature(options: EvalOptions) -> dict[str, Any]:
+    values = options.to_dict()
+    defaults = type(options)().to_dict()
+    return {
+        k: v
+        for k, v in values.items()
+        if k != "pictures" and not (k in LATER_EVAL_OPTIONS and v == defaults[k])
+    }
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,10 @@ def eval_summary_rows(headline: Iterable[Mapping[str, Any]]) -> list[tuple[str, 
             label = f"coherence → {target} (mean over S without it)"
         elif metric == "conditional_ll":
             label = f"log p̂({target} | x_S), mean over S ≠ ∅"
+        elif metric == "fid":
+            label = f"FID of {target} generated from S, mean over S without it"
+        elif metric == "fid_prior":
+            label = f"FID of {target} generated from the prior"
         else:
             label = EVAL_LABELS.get(metric, metric)
         rows.append((key, label, entry["value"]))

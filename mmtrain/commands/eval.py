@@ -1,5 +1,6 @@
 """`mmtrain eval CKPT [--data SOURCE] [--out DIR]`: the paper's metrics for a trained model
-per conditioning subset, pictures, `metrics.json` and `report.md`."""
+per conditioning subset, coherence by the number of given modalities, FID of the image
+modalities, pictures, `metrics.json` and `report.md`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint, run directory or exported bundle. For every "
         "conditioning subset S: importance-sampled log p(x_S) and log p(x_j | x_S), "
         "cross-generation coherence (with classifiers mmtrain trains on the labelled "
-        "training split), latent classification; joint coherence; exact log-likelihood "
+        "training split), latent classification; joint coherence and the mean coherence by "
+        "the number of given modalities; FID of each image modality generated from each S "
+        "without it and from the prior; exact log-likelihood "
         "(linear Gaussian models) and MCC (data with true sources). Writes metrics.json, "
         "report.md and PNG pictures to --out (default RUN/eval).",
     )
@@ -45,6 +48,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="all subsets up to this many modalities; beyond, singletons, leave-one-out, all",
     )
     p.add_argument(
+        "--coherence-subsets-per-size",
+        type=int,
+        default=10,
+        metavar="N",
+        help="coherence by number k of given modalities: every subset of size k when there "
+        "are at most N, else N drawn at random (seeded; default 10: all of them for M ≤ 5)",
+    )
+    p.add_argument(
+        "--fid-features",
+        choices=("auto", "inception", "classifier", "none"),
+        default="auto",
+        help="features for the FID of image modalities: Inception-v3 pool features (needs "
+        "torch-fidelity: pip install 'mmtrain[inception]'), the penultimate layer of "
+        "mmtrain's own classifier (offline), auto (inception when torch-fidelity imports, "
+        "a GPU is there and the weights load, else classifier; default) or none",
+    )
+    p.add_argument(
+        "--fid-weights",
+        type=Path,
+        metavar="PATH",
+        help="Inception-v3 FID weights (torch-fidelity's .pth, read with torch.load: use a "
+        "file you trust); default: torch-fidelity downloads them",
+    )
+    p.add_argument(
+        "--fid-samples",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="images per FID set: test images, generated from each S, prior draws",
+    )
+    p.add_argument(
         "--min-classifier-accuracy",
         type=float,
         metavar="P",
@@ -71,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         classifier_epochs=args.classifier_epochs,
         classifier_dir=args.classifiers,
         joint_samples=args.joint_samples,
+        coherence_subsets_per_size=args.coherence_subsets_per_size,
+        fid_features=args.fid_features,
+        fid_weights=args.fid_weights,
+        fid_samples=args.fid_samples,
         min_classifier_accuracy=args.min_classifier_accuracy,
         seed=args.seed,
         pictures=not args.no_pictures,

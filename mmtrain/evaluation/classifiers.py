@@ -96,8 +96,18 @@ class ModalityClassifier(nn.Module):
             nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
         )
 
+    @property
+    def embedding_size(self) -> int:
+        """The width of `embed`'s output."""
+        return self.head[0].out_features
+
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The penultimate layer `[B, hidden]`: the activations the logits are a linear map
+        of (the classifier's counterpart of Inception-v3's pool features, for FID)."""
+        return self.head[:-1](self.features(x))
 
 
 class _Transpose(nn.Module):
@@ -157,6 +167,21 @@ class TrainedClassifier:
             for i in range(0, x.shape[0], batch_size)
         ]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+    @torch.no_grad()
+    def features(self, x: Tensor, generated: bool = False, batch_size: int = 1024) -> Tensor:
+        """Penultimate-layer activations `[B, hidden]` (`ModalityClassifier.embed`), with
+        generated values read as in `predict`."""
+        if generated:
+            x = self.as_data(x)
+        self.network.eval()
+        out = [
+            self.network.embed(x[i : i + batch_size].float())
+            for i in range(0, x.shape[0], batch_size)
+        ]
+        if not out:
+            return torch.zeros(0, self.network.embedding_size)
+        return torch.cat(out)
 
     def as_data(self, x: Tensor) -> Tensor:
         if self.card.categorical:

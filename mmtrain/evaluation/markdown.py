@@ -171,6 +171,7 @@ def classifier_section(results: dict[str, Any]) -> str:
 def render_report(results: dict[str, Any]) -> str:
     """The markdown text of `report.md`."""
     lines = _intro_lines(results) + _notes_lines(results) + _metric_sections(results)
+    lines += _coherence_by_size_lines(results) + _fid_lines(results)
     lines += _classifier_lines(results) + _mcc_lines(results)
     lines += _picture_lines(results) + _time_lines(results)
     return "\n".join(lines)
@@ -243,6 +244,101 @@ def _metric_sections(results: dict[str, Any]) -> list[str]:
         "S ∪ {j}; the ∅ row is the marginal log p̂(x_j).",
         "",
         conditional_section(results),
+        "",
+    ]
+
+
+def coherence_by_size_section(results: dict[str, Any]) -> str:
+    """One row per number k of given modalities (k = 0: joint coherence of prior draws)."""
+    by_size = results["coherence_by_size"]
+    mark = f" {UNTRUSTED}" if results.get("untrusted") else ""
+    total = len(results["model"]["modalities"])
+    rows: list[list[object]] = []
+    joint = by_size.get("joint_coherence")
+    if joint is not None:
+        rows.append(["0 (prior: joint coherence)", "–", "–", _accuracy(joint) + mark])
+    for entry in by_size["sizes"]:
+        k = entry["given"]
+        subsets = f"{entry['subsets']} of {math.comb(total, k)}"
+        rows.append([k, subsets, entry["pairs"], _accuracy(entry["coherence"]) + mark])
+    return markdown_table(
+        ["given modalities k", "subsets S", "pairs (S, j ∉ S)", "coherence"],
+        rows,
+        ["l", "r", "r", "r"],
+    )
+
+
+def _coherence_by_size_lines(results: dict[str, Any]) -> list[str]:
+    by_size = results.get("coherence_by_size")
+    if not by_size or not by_size["sizes"]:
+        return []
+    sampled = [k for k, complete in by_size["all_subsets"].items() if not complete]
+    if sampled:
+        how = (
+            f"For k = {', '.join(sampled)} there are more than {by_size['per_size']} subsets: "
+            f"{by_size['per_size']} of them were drawn at random (seed {by_size['seed']}; "
+            "`--coherence-subsets-per-size`); every subset of the other sizes is used."
+        )
+    else:
+        how = "Every subset of each size is used."
+    lines = [
+        "## Coherence by number of given modalities",
+        "",
+        "Row k: the mean of coherence(S → j) over the subsets S of k modalities and the "
+        "targets j ∉ S, every pair (S, j) weighted alike (as MoPoE and MMVAE+ report it for "
+        "PolyMNIST); row 0: joint coherence, the share of prior draws whose decoded "
+        f"modalities all get the same predicted label. {how}",
+        "",
+        coherence_by_size_section(results),
+        "",
+    ]
+    picture = results.get("pictures", {}).get("coherence_by_size")
+    if picture:
+        lines += [f"![coherence by number of given modalities]({picture})", ""]
+    return lines
+
+
+def fid_section(results: dict[str, Any]) -> str:
+    """FID: one row per conditioning subset S (∅: the prior), one column per image
+    modality j (– where j ∈ S)."""
+    targets = results["fid"]["modalities"]
+    subsets = [s for s in results["subsets"] if any(s in t["from"] for t in targets.values())]
+    rows = []
+    for subset in [*subsets, "∅"]:
+        row: list[object] = ["∅ (prior)" if subset == "∅" else subset]
+        for target in targets.values():
+            entry = target["from"].get(subset)
+            row.append(None if entry is None else entry["fid"])
+            row.append("–" if entry is None else entry["rows"])
+        rows.append(row)
+    headers = ["S \\ generated j"]
+    for name in targets:
+        headers += [f"FID {name}", "images"]
+    return markdown_table(headers, rows, digits=2)
+
+
+def _fid_lines(results: dict[str, Any]) -> list[str]:
+    fid = results.get("fid")
+    if not fid or not fid["modalities"]:
+        return []
+    real = ", ".join(f"{n}: {t['real_rows']}" for n, t in fid["modalities"].items())
+    comparable = (
+        "These are not Inception FIDs: they compare models evaluated with the same "
+        "classifiers, not published figures."
+        if fid["features"] == "classifier"
+        else "Images are made 3-channel and resized to 299 × 299 (`mmtrain.evaluation.fid`); "
+        "with torch-fidelity's weights these are the standard FID features."
+    )
+    return [
+        "## FID per image modality",
+        "",
+        f"Fréchet distance between the test images of j ({real} images) and decoder means "
+        f"of j generated from one draw z ~ q(z | x_S) per test row observing S, or from "
+        f"{fid['samples']} prior draws (∅); at most {fid['samples']} images per set "
+        "(`--fid-samples`; FID grows as sets shrink, so compare equal sizes). Features: "
+        f"{fid['note']}. {comparable} Lower is better.",
+        "",
+        fid_section(results),
         "",
     ]
 

@@ -747,3 +747,44 @@ def _robust_limits(values: np.ndarray) -> tuple[float, float]:
     high = float(values.max())
     span = max(high - low, 1e-6)
     return low - 0.1 * span, high + 0.1 * span
+
+
+def coherence_by_size_figure(
+    sizes: Sequence[dict[str, float]], joint: float | None, path: Path
+) -> Path:
+    """Mean cross-generation coherence against the number k of given modalities (one line,
+    `mmtrain.evaluation.coherence.coherence_by_size`), with joint coherence of prior draws
+    as a dotted reference line when known."""
+    given = np.array([entry["given"] for entry in sizes], dtype=float)
+    values = np.array([entry["coherence"] for entry in sizes], dtype=float) * 100.0
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=DPI)
+    ax.plot(given, values, marker="o", ms=5, lw=1.5, color=CROSS_COLOUR, label="coherence S → j")
+    for k, value in zip(given, values):
+        if np.isfinite(value):
+            ax.annotate(
+                f"{value:.1f}%",
+                (k, value),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="center",
+                fontsize=8,
+            )
+    if joint is not None and math.isfinite(joint):
+        ax.axhline(
+            100.0 * joint,
+            ls=":",
+            lw=1.3,
+            color=RECON_COLOUR,
+            label=f"joint coherence (prior) {100 * joint:.1f}%",
+        )
+    ax.set_xticks(given)
+    ax.set_xlim(given.min() - 0.5, given.max() + 0.5)
+    ax.set_ylim(0, 112)  # room for the labels above 100 %
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlabel("number of given modalities k = |S|")
+    ax.set_ylabel("coherence (%), mean over S and j ∉ S")
+    ax.set_title("Cross-generation coherence by number of given modalities", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)

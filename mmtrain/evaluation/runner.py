@@ -5,7 +5,9 @@
       → test rows (the held-out split; the training split when there is none) and
         labelled training rows (for the classifiers and the latent probe)
       → per subset S: log p̂(x_S), log p̂(x_j | x_S), coherence S → j, latent probe, MCC
-      → joint coherence, exact linear-Gaussian log-likelihoods
+      → joint coherence, coherence by the number of given modalities, exact
+        linear-Gaussian log-likelihoods
+      → per image modality j: FID of j generated from each S ∌ j and from the prior
       → one tidy table of the per-subset numbers and the headline numbers derived from it
         (`mmtrain.evaluation.tables`)
       → pictures, metrics.json, metrics.csv (the tidy table), report.md
@@ -33,13 +35,26 @@ from mmtrain.evaluation.classifiers import (
     classifiers_for,
     modality_is_categorical,
 )
-from mmtrain.evaluation.coherence import conditional_generator, cross_coherence, joint_coherence
+from mmtrain.evaluation.coherence import (
+    coherence_by_size,
+    conditional_generator,
+    cross_coherence,
+    joint_coherence,
+)
 from mmtrain.evaluation.data import (
     SplitData,
     class_labels,
     eval_data_config,
     load_split,
     split_exists,
+)
+from mmtrain.evaluation.fid import (
+    FEATURES,
+    choose_features,
+    fid_metrics,
+    fid_unavailable,
+    image_modalities,
+    value_range,
 )
 from mmtrain.evaluation.likelihood import log_likelihood_table
 from mmtrain.evaluation.markdown import describe_best, write_report
@@ -95,6 +110,16 @@ class EvalOptions:
     classifier_dir: Path | None = None
     #: prior draws for joint coherence
     joint_samples: int = 1000
+    #: coherence by the number k of given modalities: every subset of size k when there are
+    #: at most this many, else this many drawn at random (seeded)
+    coherence_subsets_per_size: int = 10
+    #: FID features of the image modalities: auto, inception, classifier or none
+    #: (`mmtrain.evaluation.fid`)
+    fid_features: str = "auto"
+    #: Inception-v3 weights file for `fid_features` inception/auto (None: download)
+    fid_weights: Path | None = None
+    #: images per FID set: real test images, generated from each S, prior draws
+    fid_samples: int = 1000
     #: seed of every random draw of the evaluation
     seed: int = 0
     #: coherence figures whose classifier's test accuracy is below this are flagged as
@@ -106,7 +131,14 @@ class EvalOptions:
     picture_examples: int = 8
 
     def validate(self) -> EvalOptions:
-        for name in ("is_samples", "chunk_size", "batch_size", "probe_examples", "joint_samples"):
+        for name in (
+            "is_samples",
+            "chunk_size",
+            "batch_size",
+            "probe_examples",
+            "joint_samples",
+            "coherence_subsets_per_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
         for name in ("max_examples", "max_train_examples"):
@@ -115,6 +147,12 @@ class EvalOptions:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 4 (or unset)")
         if self.classifier_epochs < 1 or self.max_subset_modalities < 1:
             raise ConfigError("classifier-epochs and max-subset-modalities must be at least 1")
+        if self.fid_features not in FEATURES:
+            raise ConfigError(f"fid-features must be one of {FEATURES}, got {self.fid_features!r}")
+        if self.fid_samples < 2:
+            raise ConfigError("fid-samples must be at least 2")
+        if self.fid_weights is not None and not Path(self.fid_weights).is_file():
+            raise ConfigError(f"fid-weights {self.fid_weights}: no such file")
         minimum = self.min_classifier_accuracy
         if minimum is not None and not 0.0 <= minimum <= 1.0:
             raise ConfigError(f"min-classifier-accuracy must be in [0, 1], got {minimum}")
@@ -122,7 +160,8 @@ class EvalOptions:
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
-        values["classifier_dir"] = None if self.classifier_dir is None else str(self.classifier_dir)
+        for name in ("classifier_dir", "fid_weights"):
+            values[name] = None if values[name] is None else str(values[name])
         return values
 
 
@@ -246,22 +285,31 @@ def evaluate_model(
     `report.md` and the pictures to `out`; return the results."""
     options.validate()
     model = loaded.model.eval()
-    out.mkdir(parents=True, exist_ok=True)
     test = data.test.batch
     _check_modalities(model, test)
+    fid_problem = fid_unavailable(options.fid_features) if image_modalities(model) else None
+    if fid_problem is not None and options.fid_features != "auto":
+        raise ConfigError(f"--fid-features {options.fid_features}: {fid_problem}")
+    out.mkdir(parents=True, exist_ok=True)
     names = list(model.modality_names)
     subsets = enumerate_subsets(names, options.max_subset_modalities)
     full = subsets[-1] if subsets[-1].size == len(names) else None
     torch.manual_seed(options.seed)
     results = _results_header(loaded, data, out, options, subsets)
+    if fid_problem is not None:
+        results.setdefault("warnings", []).append(f"no FID: {fid_problem}")
+        log(f"warning: no FID: {fid_problem}")
     stage = _Stages(log)
     _likelihood_stages(stage, results, model, test, subsets, options)
     labels = class_labels(test)
     fit_labels = None if data.fit is None else class_labels(data.fit.batch)
+    classifiers: dict[str, TrainedClassifier] = {}
     if labels is not None and data.fit is not None and fit_labels is not None:
-        _labelled_stages(
+        classifiers = _labelled_stages(
             stage, results, model, data.fit, data.test, labels, fit_labels, subsets, out, options
         )
+    if fid_problem is None:
+        _fid_stage(stage, results, model, test, subsets, classifiers, options)
     results["summary"] = summarize(results, subsets, full)
     for warning in flag_untrusted(results):
         log(f"warning: {warning}")
@@ -269,7 +317,11 @@ def evaluate_model(
         stage(
             "pictures",
             "pictures",
-            lambda: results.update(pictures=draw_pictures(loaded, test, subsets, out, options)),
+            lambda: results.update(
+                pictures=draw_pictures(
+                    loaded, test, subsets, out, options, results.get("coherence_by_size")
+                )
+            ),
         )
     results["seconds"] = stage.timings
     (out / "metrics.json").write_text(json.dumps(_finite(results), indent=1))
@@ -358,8 +410,9 @@ def _labelled_stages(
     subsets: list[Subset],
     out: Path,
     options: EvalOptions,
-) -> None:
-    """Classifiers, coherence and the latent probe: the stages that need class labels."""
+) -> dict[str, TrainedClassifier]:
+    """Classifiers, coherence and the latent probe: the stages that need class labels.
+    Returns the classifiers."""
     test = scored.batch
     names = list(model.modality_names)
     warning = _unseen_labels_warning(labels, fit_labels)
@@ -381,6 +434,18 @@ def _labelled_stages(
         results["joint_coherence"] = joint_coherence(
             model, classifiers, options.joint_samples, options.batch_size
         )
+        by_size = coherence_by_size(
+            test,
+            labels,
+            names,
+            classifiers,
+            generate,
+            results["coherence"],
+            options.coherence_subsets_per_size,
+            options.seed,
+            options.batch_size,
+        )
+        results["coherence_by_size"] = {**by_size, "joint_coherence": results["joint_coherence"]}
 
     stage("classifiers", f"classifiers for coherence (cache {cache})", train_or_load)
     results["classifier_check"] = check_classifiers(
@@ -405,6 +470,38 @@ def _labelled_stages(
             )
         ),
     )
+    return classifiers
+
+
+def _fid_stage(
+    stage: _Stages,
+    results: dict[str, Any],
+    model: MultiModalVAE,
+    test: Batch,
+    subsets: list[Subset],
+    classifiers: dict[str, TrainedClassifier],
+    options: EvalOptions,
+) -> None:
+    """FID of each image modality generated from each S without it and from the prior
+    (`mmtrain.evaluation.fid`); nothing without image modalities or usable features."""
+    images = image_modalities(model)
+    if not images or options.fid_features == "none":
+        return
+    names = list(model.modality_names)
+
+    def compute() -> None:
+        ranges = {n: value_range(test.x[n][test.avail[:, names.index(n)].bool()]) for n in images}
+        features = choose_features(
+            options.fid_features, images, classifiers, ranges, options.fid_weights, stage.log
+        )
+        if features is None:
+            return
+        torch.manual_seed(options.seed + 3)
+        results["fid"] = fid_metrics(
+            model, test, subsets, features, options.fid_samples, options.batch_size
+        )
+
+    stage("fid", f"FID of {', '.join(images)} ({options.fid_samples} images per set)", compute)
 
 
 def _unseen_labels_warning(labels: torch.Tensor, fit_labels: torch.Tensor) -> str | None:
@@ -510,9 +607,15 @@ def summarize(
 
 
 def draw_pictures(
-    loaded: LoadedModel, test: Batch, subsets: list[Subset], out: Path, options: EvalOptions
+    loaded: LoadedModel,
+    test: Batch,
+    subsets: list[Subset],
+    out: Path,
+    options: EvalOptions,
+    by_size: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Every picture that applies; `{key: file name relative to out}`."""
+    """Every picture that applies; `{key: file name relative to out}`. `by_size`: the
+    coherence by the number of given modalities, drawn when given."""
     model = loaded.model
     torch.manual_seed(options.seed + 2)
     made: dict[str, str] = {}
@@ -532,6 +635,10 @@ def draw_pictures(
     made["latent_projection"] = pictures.latent_projection_figure(
         model, test, projection_subsets, out / "latent_projection.png"
     ).name
+    if by_size is not None and by_size["sizes"]:
+        made["coherence_by_size"] = pictures.coherence_by_size_figure(
+            by_size["sizes"], by_size.get("joint_coherence"), out / "coherence_by_size.png"
+        ).name
     if loaded.run_dir is not None and (loaded.run_dir / "metrics.jsonl").is_file():
         curves = pictures.training_curves_figure(
             loaded.run_dir / "metrics.jsonl", out / "training_curves.png"

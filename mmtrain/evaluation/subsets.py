@@ -4,6 +4,8 @@ and the rows of a batch in which all of S is observed."""
 from __future__ import annotations
 
 import itertools
+import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,6 +88,33 @@ def enumerate_subsets(modality_names: Sequence[str], max_modalities: int = 4) ->
     for group in groups:
         seen.setdefault(group, make_subset(group, modality_names))
     return list(seen.values())
+
+
+def proper_subsets_by_size(
+    modality_names: Sequence[str], per_size: int = 10, seed: int = 0
+) -> dict[int, tuple[list[Subset], bool]]:
+    """For k = 1, …, M − 1: the subsets of k modalities and whether they are all of them.
+
+    Every subset of size k when there are at most `per_size` (with the default 10, every
+    proper subset of M ≤ 5 modalities: 30 for M = 5); otherwise `per_size` distinct ones
+    drawn at random, the same for the same `seed`. Subsets are in model order, smallest
+    first."""
+    if per_size < 1:
+        raise ConfigError(f"per_size must be at least 1, got {per_size}")
+    m = len(modality_names)
+    rng = random.Random(seed)
+    out: dict[int, tuple[list[Subset], bool]] = {}
+    for k in range(1, m):
+        complete = math.comb(m, k) <= per_size
+        if complete:
+            groups = list(itertools.combinations(range(m), k))
+        else:
+            drawn: set[tuple[int, ...]] = set()
+            while len(drawn) < per_size:
+                drawn.add(tuple(sorted(rng.sample(range(m), k))))
+            groups = sorted(drawn)
+        out[k] = ([make_subset(group, modality_names) for group in groups], complete)
+    return out
 
 
 def empty_subset() -> Subset:

@@ -93,7 +93,7 @@ def evaluation_table(results: Mapping[str, Any], subsets: Sequence[Subset]) -> p
     models), `conditional_ll` (log p̂(x_j | x_S)), `coherence` (S → j for j ∉ S) and
     `reconstruction_coherence` (j ∈ S), `latent_probe`, `mcc_*`; and with subset "":
     `observed_ll`, `joint_coherence`, the whole-data exact numbers and MCC of each row's
-    observed modalities."""
+    observed modalities; `fid` (of image modality j generated from S, `∅`: the prior)."""
     members = {subset.name: set(subset.names) for subset in subsets}
     likelihood = results["log_likelihood"]
     records = [
@@ -128,6 +128,11 @@ def evaluation_table(results: Mapping[str, Any], subsets: Sequence[Subset]) -> p
     if "joint_coherence" in results:
         records.append(row("joint_coherence", results["joint_coherence"]))
     records += [
+        row("fid", e["fid"], s, j, n=e["rows"])
+        for j, target in results.get("fid", {}).get("modalities", {}).items()
+        for s, e in target["from"].items()
+    ]
+    records += [
         row("latent_probe", e["accuracy"], s, n=e.get("test_rows"))
         for s, e in results.get("latent_probe", {}).items()
     ]
@@ -148,7 +153,8 @@ def headline_table(
     `joint_ll` (log p̂ of the subset of every modality, `full`), `observed_ll`,
     `conditional_ll` per target (mean over S ≠ ∅), `coherence` per target (mean over S ∌ j)
     and `cross_coherence` (mean over every S → j, j ∉ S), `joint_coherence`,
-    `latent_probe` (mean over S) and `latent_probe_all` (q(z | all)), exact numbers, MCC."""
+    `latent_probe` (mean over S) and `latent_probe_all` (q(z | all)), exact numbers, MCC;
+    `fid` per image modality (mean over S ∌ j, S ≠ ∅) and `fid_prior` (from the prior)."""
     parts = [_joint(table, full), *_means_over_subsets(table)]
     probe = _metric(table, "latent_probe")
     if full is not None:
@@ -184,6 +190,8 @@ HEADLINE_ORDER = (
     "mcc_weak_out",
     "conditional_ll",
     "coherence",
+    "fid",
+    "fid_prior",
 )
 
 
@@ -198,14 +206,18 @@ def _joint(table: pd.DataFrame, full: str | None) -> pd.DataFrame:
 
 
 def _means_over_subsets(table: pd.DataFrame) -> list[pd.DataFrame]:
-    """Per-target means of the conditional log-likelihoods (S ≠ ∅) and the cross coherences,
-    the mean cross coherence over every S → j, and the mean latent-probe accuracy."""
+    """Per-target means of the conditional log-likelihoods (S ≠ ∅), the cross coherences and
+    the conditional FIDs (S ≠ ∅), the FIDs from the prior, the mean cross coherence over
+    every S → j, and the mean latent-probe accuracy."""
     conditional = _metric(table, "conditional_ll")
     conditional = conditional[(conditional.subset != EMPTY) & (conditional.n > 0)]
     coherence = _metric(table, "coherence")
     coherence = coherence[coherence.n > 0]
     probe = _metric(table, "latent_probe")
+    fid = _metric(table, "fid")
     out = [_mean_per_target(conditional), _mean_per_target(coherence)]
+    out.append(_mean_per_target(fid[fid.subset != EMPTY]))
+    out.append(fid[fid.subset == EMPTY].assign(metric="fid_prior", subset=WHOLE))
     for metric, rows in (("cross_coherence", coherence), ("latent_probe", probe)):
         if len(rows):
             out.append(tidy([row(metric, rows.value.mean(), n=rows.n.sum(min_count=1))]))

@@ -168,3 +168,34 @@ def blobs(rows: int, prototypes: Tensor, spread: float, seed: int = 0) -> tuple[
 
 def one_hot_labels(labels: Tensor, classes: int) -> Tensor:
     return torch.nn.functional.one_hot(labels, classes).float()[:, None, :]
+
+
+def image_label_model(size: int = 8, classes: int = 3, seed: int = 0) -> MultiModalVAE:
+    """A small untrained model of a `[1, size, size]` Bernoulli image and a label."""
+    from mmtrain.priors import build_prior
+    from mmtrain.registry import MODALITIES
+
+    torch.manual_seed(seed)
+    plugins = {
+        "image": MODALITIES.get("image")(
+            height=size, width=size, hidden_channels=(4,), likelihood="bernoulli"
+        ),
+        "label": MODALITIES.get("label")(num_classes=classes, hidden=(8,)),
+    }
+    modalities = {name: plugin.build(8, 3) for name, plugin in plugins.items()}
+    aggregator = AGGREGATORS.get("sum_pooling")(
+        8, 3, 1, "normal", 1e-3, pooling_size=8, hidden_size=8
+    )
+    return MultiModalVAE(modalities, aggregator, build_prior(3)).eval()
+
+
+def quadrant_images(rows: int, classes: int, size: int = 8, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Labels uniform over the classes and `[rows, 1, size, size]` images in [0, 1] that are
+    bright in a band set by the label, plus noise: easy for a classifier to tell apart."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (rows,), generator=generator)
+    images = 0.2 * torch.rand(rows, 1, size, size, generator=generator)
+    band = size // classes
+    for k in range(classes):
+        images[labels == k, :, k * band : (k + 1) * band, :] += 0.7
+    return images.clamp(0, 1), labels

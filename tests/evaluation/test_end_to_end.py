@@ -76,11 +76,20 @@ def test_eval_writes_metrics_report_and_pictures(tiny_run: Path, capsys) -> None
         "prior_samples.png",
         "latent_projection.png",
         "training_curves.png",
+        "coherence_by_size.png",
     }
     for name in linked:
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 100
     assert "| u+x | 300 |" in report
+    # M = 2: one modality given (u → x, x → u); no image modality, so no FID
+    by_size = results["coherence_by_size"]
+    assert [entry["given"] for entry in by_size["sizes"]] == [1]
+    assert by_size["sizes"][0]["pairs"] == 2 and by_size["extra"] == {}
+    cross = [results["coherence"]["u"]["x"]["accuracy"], results["coherence"]["x"]["u"]["accuracy"]]
+    assert by_size["sizes"][0]["coherence"] == pytest.approx(sum(cross) / 2)
+    assert "## Coherence by number of given modalities" in report
+    assert "fid" not in results and "FID" not in report
     assert sorted(p.name for p in (out / "classifiers").iterdir()) == [
         "u.json",
         "u.safetensors",
