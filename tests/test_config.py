@@ -31,7 +31,6 @@ def test_poe_with_mixture_prior_is_refused(tmp_path: Path) -> None:
         tiny_config(tmp_path, "model.aggregator=poe", "model.prior={kind: mixture, components: 3}")
 
 
-
 def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
     from mmtrain.config import load_config
     from tests.helpers import TINY_TRAIN_CONFIG
