@@ -24,6 +24,7 @@ from mmtrain.data.config import ModalitySpec
 from mmtrain.data.embedded import (
     BuiltDataset,
     EmbeddedDataset,
+    check_missing_rate,
     missing_mask,
     register_embedded,
     table_with_features,
@@ -131,8 +132,7 @@ def build_digits(
     longest = max(len(word) for word in WORDS)
     if text_length < longest:
         raise ConfigError(f"digits option text_length must be at least {longest}")
-    if not 0.0 <= missing_rate < 1.0:
-        raise ConfigError(f"missing_rate must be in [0, 1), got {missing_rate}")
+    check_missing_rate(missing_rate)
     mnist, mnist_labels, small, small_labels = load_sources()
     mnist_png = [png(image) for image in mnist]
     small_png = [png(image) for image in small]

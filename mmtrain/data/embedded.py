@@ -242,7 +242,8 @@ def missing_mask(rng: np.random.RandomState, rows: int, modalities: int, rate: f
     return simulations.cpm_missing_mask(rng, rows, modalities, rate)
 
 
-def _check_rate(missing_rate: float) -> float:
+def check_missing_rate(missing_rate: float) -> float:
+    """The missing rate as a float in [0, 1), or a ConfigError."""
     if not 0.0 <= float(missing_rate) < 1.0:
         raise ConfigError(f"missing_rate must be in [0, 1), got {missing_rate}")
     return float(missing_rate)
@@ -256,7 +257,7 @@ def build_linear_gaussian(
     seed: int = 1,
 ) -> BuiltDataset:
     """Linear Gaussian modalities x1..xM (docs/math.md §4.1), ground-truth latent `z`."""
-    rate = _check_rate(missing_rate)
+    rate = check_missing_rate(missing_rate)
     data = simulations.make_linear_gaussian(
         num_modalities=num_modalities, num_examples=num_examples, noise_std=noise_std, seed=seed
     )
@@ -287,7 +288,7 @@ def build_ivae_bimodal(
 ) -> BuiltDataset:
     """Segment label `u` (integer, one-hot by the label plugin) and observation `x`
     (docs/math.md §4.2); ground-truth `segment` and `sources` for evaluation."""
-    rate = _check_rate(missing_rate)
+    rate = check_missing_rate(missing_rate)
     data = simulations.make_ivae_bimodal(
         num_examples=num_examples,
         num_segments=num_segments,
@@ -346,7 +347,7 @@ def build_ivae_multimodal(
         observed_dim=observed_dim,
         noise_std=noise_std,
         family=family,
-        missing_rate=_check_rate(missing_rate),
+        missing_rate=check_missing_rate(missing_rate),
         faithful=faithful,
         seed=seed,
         condition_samples=condition_samples,

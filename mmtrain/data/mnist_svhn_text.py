@@ -28,6 +28,7 @@ from mmtrain.data.digits import WORDS, image_column, place_word, png
 from mmtrain.data.embedded import (
     BuiltDataset,
     EmbeddedDataset,
+    check_missing_rate,
     missing_mask,
     register_embedded,
     table_with_features,
@@ -88,8 +89,7 @@ def _check_options(pairs_per_image: int, max_per_class: int, text_length: int, r
     longest = max(len(word) for word in WORDS) + 1
     if text_length < longest:
         raise ConfigError(f"mnist-svhn-text option text_length must be at least {longest}")
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"missing_rate must be in [0, 1), got {rate}")
+    check_missing_rate(rate)
 
 
 def _both_splits(sets: dict[str, LabelledImages], source: str, what: str) -> None:

@@ -34,6 +34,7 @@ from mmtrain.data.digits import image_column, load_sources, png, stratified_spli
 from mmtrain.data.embedded import (
     BuiltDataset,
     EmbeddedDataset,
+    check_missing_rate,
     missing_mask,
     register_embedded,
     table_with_features,
@@ -210,8 +211,7 @@ def build_polymnist(
         )
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"polymnist option test_fraction must be in (0, 1), got {test_fraction}")
-    if not 0.0 <= missing_rate < 1.0:
-        raise ConfigError(f"missing_rate must be in [0, 1), got {missing_rate}")
+    check_missing_rate(missing_rate)
     photos = load_backgrounds(num_modalities, backgrounds)
     rng = np.random.RandomState(seed)
     splits, digit_origin = _digit_splits(mnist, rng, test_fraction)
