@@ -122,6 +122,7 @@ TRAINED_COLUMNS = (
     ("conditional_ll", "value", "cond. LL {}"),
     ("cross_coherence", "value", "cross coherence"),
     ("coherence", "value", "coherence → {}"),
+    ("coherence_given", "value", "coherence, {} given"),
     ("joint_coherence", "value", "joint coherence"),
     ("latent_probe_all", "value", "latent probe (all)"),
     ("latent_probe", "value", "latent probe (mean S)"),

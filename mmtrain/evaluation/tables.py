@@ -5,6 +5,7 @@ A tidy table is a `pandas.DataFrame` with one row per number and the columns
     subset   the conditioning subset S (`mnist+text`, `∅`), or "" for a number that is not
              conditioned on one S (each row's observed modalities, the prior, a mean over S)
     target   the modality j a number is about (log p̂(x_j | x_S), coherence S → j), or ""
+             (`coherence_given`: the number k of given modalities instead)
     metric   what the number is (`log_likelihood`, `coherence`, `joint_ll`, `is_ll`, ...)
     value    the number
     n        how many rows it averages (NaN when not known)
@@ -46,6 +47,7 @@ WHOLE_HEADLINES = (
     "mle_ll",
     "rel_model_gap",
     "joint_coherence",
+    "coherence_given",
     "mcc_strong_out",
     "mcc_weak_out",
 )
@@ -92,8 +94,9 @@ def evaluation_table(results: Mapping[str, Any], subsets: Sequence[Subset]) -> p
     Metrics: `log_likelihood` (log p̂(x_S)), `exact_ll` (exact log p(x_S), linear Gaussian
     models), `conditional_ll` (log p̂(x_j | x_S)), `coherence` (S → j for j ∉ S) and
     `reconstruction_coherence` (j ∈ S), `latent_probe`, `mcc_*`; and with subset "":
-    `observed_ll`, `joint_coherence`, the whole-data exact numbers and MCC of each row's
-    observed modalities; `fid` (of image modality j generated from S, `∅`: the prior)."""
+    `observed_ll`, `joint_coherence`, `coherence_given` (target k: the mean coherence when k
+    modalities are given), the whole-data exact numbers and MCC of each row's observed
+    modalities; `fid` (of image modality j generated from S, `∅`: the prior)."""
     members = {subset.name: set(subset.names) for subset in subsets}
     likelihood = results["log_likelihood"]
     records = [
@@ -127,6 +130,10 @@ def evaluation_table(results: Mapping[str, Any], subsets: Sequence[Subset]) -> p
     ]
     if "joint_coherence" in results:
         records.append(row("joint_coherence", results["joint_coherence"]))
+    records += [
+        row("coherence_given", e["coherence"], target=str(e["given"]), n=e["pairs"])
+        for e in results.get("coherence_by_size", {}).get("sizes", [])
+    ]
     records += [
         row("fid", e["fid"], s, j, n=e["rows"])
         for j, target in results.get("fid", {}).get("modalities", {}).items()
@@ -184,6 +191,7 @@ HEADLINE_ORDER = (
     "rel_model_gap",
     "cross_coherence",
     "joint_coherence",
+    "coherence_given",
     "latent_probe_all",
     "latent_probe",
     "mcc_strong_out",

@@ -72,6 +72,10 @@ def flag_untrusted(results: dict[str, Any]) -> list[str]:
     keys = [f"coherence/{name}" for name in untrusted]
     if untrusted:
         keys += ["cross_coherence", "joint_coherence"]
+        keys += [
+            f"coherence_given/{e['given']}"
+            for e in results.get("coherence_by_size", {}).get("sizes", [])
+        ]
         warnings.append(
             "joint coherence and the mean cross-generation coherence use these classifiers "
             "and cannot be trusted either"

@@ -173,3 +173,28 @@ def test_headline_numbers_are_means_of_the_per_subset_rows() -> None:
         "coherence/u",
         "coherence/x",
     ]
+
+
+def test_coherence_by_number_given_reaches_the_headline_and_the_compare_columns() -> None:
+    """`evaluation_table` turns the by-size means into `coherence_given` rows (target k),
+    the headline keeps them, and compare makes one column per k, in order."""
+    from mmtrain.compare import metric_columns
+    from mmtrain.evaluation.tables import evaluation_table
+
+    sizes = [
+        {"given": 1, "coherence": 0.25, "subsets": 3, "pairs": 6},
+        {"given": 2, "coherence": 0.5, "subsets": 3, "pairs": 3},
+    ]
+    results = {
+        "log_likelihood": {"joint": {}, "conditional": {}},
+        "coherence_by_size": {"sizes": sizes},
+    }
+    table = evaluation_table(results, [])
+    summary = summary_dict(headline_table(table, None, []))
+    assert summary == {"coherence_given/1": 0.25, "coherence_given/2": 0.5}
+    cells = [{"aggregator": "poe", "objective": "masked", "seed": 1} | r for r in records(table)]
+    settings = CompareSettings(
+        experiment="digits", aggregators=["poe"], objectives=["masked"], seeds=[1]
+    )
+    columns = metric_columns(settings, tidy(cells, CELL_KEYS))
+    assert [c.label for c in columns] == ["coherence, 1 given", "coherence, 2 given"]
