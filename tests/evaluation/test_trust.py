@@ -89,6 +89,7 @@ def test_classifiers_at_chance_flag_every_coherence_figure(
     assert set(results["untrusted"]) == {
         "coherence/u",
         "coherence/x",
+        "coherence_given/1",  # two modalities: only one can be given to predict the other
         "cross_coherence",
         "joint_coherence",
     }
