@@ -9,10 +9,14 @@ out as huggingface_hub lays it out, filled from that remote folder."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import json
 import re
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -111,6 +115,35 @@ class FakeHub:
         (repo / "refs" / revision).write_text(commit)
         shutil.copytree(source, repo / "snapshots" / commit)
         return commit
+
+
+@contextlib.contextmanager
+def refusing_server() -> Iterator[str]:
+    """The endpoint of a local HTTP server that answers every request with 401."""
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def refuse(self) -> None:
+            body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_HEAD = refuse
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -318,6 +351,14 @@ def test_a_failed_push_says_what_to_do_and_keeps_the_bundle(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "cannot upload org/name" in err and str(bundle) in err and "Traceback" not in err
+
+    # a Hub that refuses the token: a local server answering 401, as huggingface.co does
+    with refusing_server() as endpoint:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refused to write org/name (HTTP 401)" in err and "hf auth login" in err
+    assert str(bundle) in err and (bundle / "model.safetensors").is_file()
 
     shutil.rmtree(bundle)
     assert main([*argv[:-1], "no-organisation"]) == 2
