@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmtrain._version import __version__
-from mmtrain.errors import CheckpointError, ConfigError, DataError, MMTrainError, PluginError
+from mmtrain.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    HubError,
+    MMTrainError,
+    PluginError,
+)
 
 if TYPE_CHECKING:
     from mmtrain.batch import Batch
@@ -34,9 +41,10 @@ def __getattr__(name: str) -> Any:
 
 def load(path: str | Path, device: str = "cpu") -> InferenceModel:
     """A trained model, ready for inference on raw dataset rows (`mmtrain.inference`), from
-    an exported bundle, a checkpoint or a run directory (its best checkpoint when training
-    kept one, else its newest; `mmtrain.bundle.resolve_model`). `.model` is the
-    `MultiModalVAE`."""
+    an exported bundle, a checkpoint, a run directory (its best checkpoint when training
+    kept one, else its newest; `mmtrain.bundle.resolve_model`) or a bundle on the Hugging
+    Face Hub, `"hf://ORG/NAME[@REVISION]"` (downloaded into the Hugging Face cache; under
+    `HF_HUB_OFFLINE=1` read from it). `.model` is the `MultiModalVAE`."""
     from mmtrain.inference import load as _load
 
     return _load(path, device)
@@ -47,6 +55,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "HubError",
     "InferenceModel",
     "MMTrainError",
     "MultiModalVAE",

@@ -5,7 +5,11 @@
 `resolve_model` is the one place that decides where a trained model is: `mmtrain.load`,
 `mmtrain export` and `mmtrain eval` all go through it. It accepts an exported bundle, a
 checkpoint directory, a run directory (its `checkpoints/best` when there is one, else its
-newest checkpoint) or a folder of checkpoints.
+newest checkpoint), a folder of checkpoints, or a bundle on the Hugging Face Hub
+(`"hf://ORG/NAME[@REVISION]"`, downloaded into the Hugging Face cache by `mmtrain.hub`).
+
+A bundle holds `model.safetensors`, `config.json` and a model card, `README.md`
+(`mmtrain.card`), with the evaluation's pictures under `pictures/`.
 """
 
 from __future__ import annotations
@@ -76,7 +80,21 @@ def read_bundle(path: Path) -> dict[str, Any] | None:
 
 def resolve_model(path: str | Path) -> ModelSource:
     """The trained model at `path`: a bundle, a checkpoint, a run directory (its best
-    checkpoint, else its newest) or a folder of checkpoints."""
+    checkpoint, else its newest), a folder of checkpoints, or `"hf://ORG/NAME[@REVISION]"`,
+    a bundle on the Hugging Face Hub (then `path` of the result is its folder in the cache)."""
+    from mmtrain.hub import download_bundle, is_hub_uri
+
+    if is_hub_uri(path):
+        folder = download_bundle(str(path))
+        bundle = read_bundle(folder)
+        if bundle is None:
+            raise CheckpointError(f"{path} is not an mmtrain bundle (its config.json is not one)")
+        return ModelSource(folder, folder / MODEL_FILE, bundle)
+    if str(path).startswith("hf:/") and not Path(path).exists():
+        raise CheckpointError(
+            f"{str(path)!r} looks like a Hub URI with one slash (pathlib folds '//'); pass "
+            "the string hf://ORG/NAME, not a Path"
+        )
     path = Path(path)
     bundle = read_bundle(path)
     if bundle is not None:
@@ -86,13 +104,24 @@ def resolve_model(path: str | Path) -> ModelSource:
     return ModelSource(path, checkpoint / MODEL_FILE, read_state(checkpoint), checkpoint)
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write an inference bundle (weights + the config that rebuilds the model) to `out`.
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    repo_id: str | None = None,
+    license_id: str | None = None,
+    eval_dir: Path | None = None,
+) -> Path:
+    """Write an inference bundle (weights, the config that rebuilds the model, and a model
+    card: `mmtrain.card.write_model_card`) to `out`.
 
     The weights are loaded into the described model first, so a truncated or foreign
     file fails before anything is written; the bundle is assembled in a temporary sibling
     folder and renamed into place. `out` may be new, empty, or an earlier bundle (which is
-    replaced); any other folder is refused."""
+    replaced); any other folder is refused. `repo_id` (the Hub repository it will be pushed
+    to), `license_id` and `eval_dir` (default: the run's `eval/`) go into the card."""
+    from mmtrain.card import write_model_card
+
     source = resolve_model(checkpoint)
     build_and_load(source)
     out = Path(out)
@@ -114,9 +143,15 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
         temporary.mkdir()
         shutil.copyfile(source.weights, temporary / MODEL_FILE)
         (temporary / BUNDLE_CONFIG).write_text(json.dumps(bundle, indent=1))
+        write_model_card(
+            temporary, source, repo_id=repo_id, license_id=license_id, eval_dir=eval_dir
+        )
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
         raise CheckpointError(f"cannot write the bundle {out}: {error}") from None
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
         os.replace(out, old)

@@ -29,6 +29,11 @@ class CheckpointError(MMTrainError):
     """A checkpoint is missing, corrupt, or incompatible with the requested model."""
 
 
+class HubError(MMTrainError):
+    """The Hugging Face Hub cannot be reached, refuses a request, or lacks the model; or an
+    `hf://` URI or repository id is malformed."""
+
+
 def did_you_mean(name: object, known: Iterable[object], *, prefix: str = "") -> str:
     """`"; did you mean 'x'?"` naming the entry of `known` closest to `name` (written after
     `prefix`, e.g. a key path), or `""` when none is close."""

@@ -1,6 +1,6 @@
 """Using a trained model from Python: `model = mmtrain.load(PATH)` returns an `InferenceModel`.
 
-    mmtrain.load(run dir | checkpoint | bundle)   `bundle.resolve_model` finds the weights
+    mmtrain.load(run dir | checkpoint | bundle | "hf://ORG/NAME")   `bundle.resolve_model`
       → rows (dataset rows or columns of raw cells: PNG bytes, PIL images, strings, lists)
       → the modality plugins decode the cells    `decode_batch` / `decode_cells`
       → encode, reconstruct, generate, sample, log_likelihood
@@ -51,9 +51,9 @@ class Posterior:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> InferenceModel:
-    """The trained model at `path` (an exported bundle, a checkpoint, or a run directory:
-    its `checkpoints/best` when training kept one, else its newest checkpoint), on
-    `device`, ready for inference."""
+    """The trained model at `path` (an exported bundle, a checkpoint, a run directory: its
+    `checkpoints/best` when training kept one, else its newest checkpoint, or a bundle on
+    the Hub, `"hf://ORG/NAME[@REVISION]"`), on `device`, ready for inference."""
     source = resolve_model(path)
     return InferenceModel(build_and_load(source, str(device)), source)
 

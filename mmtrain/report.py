@@ -82,30 +82,33 @@ def linear_gaussian_verdict(results: Mapping[str, object]) -> str | None:
     return line
 
 
+#: (label, key in `summary.json`) of the numbers a training summary shows, in order
+TRAINING_LABELS = (
+    ("optimiser steps", "steps"),
+    ("processes", "world_size"),
+    ("training seconds", "seconds"),
+    ("train masked objective (last window)", "train/masked_objective"),
+    ("train mixture objective (last window)", "train/mixture_objective"),
+    ("train ELBO (last window)", "train/elbo"),
+    ("train loss (last window)", "train/loss"),
+    ("steps per second", "train/steps_per_second"),
+    ("examples per second", "train/examples_per_second"),
+    ("held-out masked objective", "eval/masked_objective"),
+    ("held-out mixture objective", "eval/mixture_objective"),
+    ("held-out ELBO", "eval/elbo"),
+    ("held-out importance-sampled log-lik.", "eval/is_ll"),
+    ("  its Monte-Carlo standard error", "eval/is_ll_se"),
+    ("skipped non-finite steps", "nan_skipped_steps"),
+)
+
+
 def training_summary(result: Mapping[str, object], console: Console | None = None) -> None:
     """A short written summary of a training run."""
     console = console or Console()
     table = Table(title="training summary (per example)", header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    rows = [
-        ("optimiser steps", "steps"),
-        ("processes", "world_size"),
-        ("training seconds", "seconds"),
-        ("train masked objective (last window)", "train/masked_objective"),
-        ("train mixture objective (last window)", "train/mixture_objective"),
-        ("train ELBO (last window)", "train/elbo"),
-        ("train loss (last window)", "train/loss"),
-        ("steps per second", "train/steps_per_second"),
-        ("examples per second", "train/examples_per_second"),
-        ("held-out masked objective", "eval/masked_objective"),
-        ("held-out mixture objective", "eval/mixture_objective"),
-        ("held-out ELBO", "eval/elbo"),
-        ("held-out importance-sampled log-lik.", "eval/is_ll"),
-        ("  its Monte-Carlo standard error", "eval/is_ll_se"),
-        ("skipped non-finite steps", "nan_skipped_steps"),
-    ]
-    for label, key in rows:
+    for label, key in TRAINING_LABELS:
         if key in result and result[key] is not None:
             value = result[key]
             table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
