@@ -105,7 +105,13 @@ class EarlyStopping:
 
 @dataclass
 class TrainSection:
-    """Length, batch, precision, evaluation and checkpoint cadence."""
+    """Length, batch, precision, evaluation and checkpoint cadence; experiment trackers.
+
+    `log_with`: the trackers (Accelerate's names: tensorboard, mlflow, wandb, …) that get
+    every line of `metrics.jsonl` and the config; `[]` writes `metrics.jsonl` only.
+    `tracker_project`: the MLflow experiment / W&B project (default: the run folder's name).
+    `tracker_options`: per tracker, keyword arguments for its run (`Accelerator.init_trackers`).
+    """
 
     steps: int | None = 1000
     epochs: int | None = None
@@ -123,6 +129,9 @@ class TrainSection:
     max_nan_steps: int = 20
     kernels: Literal["torch", "triton", "auto"] = "auto"
     cpu: bool = False
+    log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
+    tracker_project: str | None = None
+    tracker_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,6 +189,10 @@ class TrainConfig:
             raise ConfigError("a fixed prior has one component; use model.prior.kind: mixture")
         _check_beta_schedule(self.model.beta_schedule)
         _check_monitoring(self)
+        # A function-level import: `mmtrain.train` is a package whose loop imports this module.
+        from mmtrain.train.trackers import check_trackers
+
+        check_trackers(self.train)
         # The plugins say which combinations they can build; a function-level import, as the
         # factory imports this module.
         from mmtrain.factory import check_model

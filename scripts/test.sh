@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The test suite: install mmtrain with its test, kernel and distributed extras into .venv, compile
-# every Triton kernel for real GPU targets (no GPU needed), then run pytest offline, with Triton in
-# its interpreter.
+# The test suite: install mmtrain with its test, kernel, distributed and tracker extras into
+# .venv, compile every Triton kernel for real GPU targets (no GPU needed), then run pytest
+# offline, with Triton in its interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-venv.sh kernels,distributed,dev
+scripts/setup-venv.sh kernels,distributed,dev,trackers
 # Lint and format first: a style error fails in seconds, not after the suite.
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .

@@ -52,7 +52,7 @@ from mmtrain.objectives import (
 )
 from mmtrain.optim import build_optimizer, postprocess_gradients
 from mmtrain.progress import progress_bar
-from mmtrain.train import rundir
+from mmtrain.train import rundir, trackers
 from mmtrain.train.monitor import RunMonitor
 
 logger = logging.getLogger(__name__)
@@ -157,71 +157,80 @@ class _Window:
 
 
 class MetricsLog:
-    """JSON lines and TensorBoard, written by the main process only.
+    """`metrics.jsonl`, written by the main process, and the same lines (keys, values,
+    steps) to the trackers of `train.log_with` through Accelerate, which logs from the main
+    process only.
 
     A run that starts at `start_step` > 0 or again from step 0 (`resumed`) first drops what
     the interrupted run logged after that step, so every step appears once: lines of
-    `metrics.jsonl` after it are cut, and TensorBoard events from `start_step + 1` on are
-    purged (`SummaryWriter(purge_step=...)`)."""
+    `metrics.jsonl` after it are cut, and TensorBoard purges its events from `start_step + 1`
+    on (`purge_step`). MLflow and W&B start a new run of the project instead."""
 
     def __init__(
-        self, directory: Path, enabled: bool, start_step: int = 0, resumed: bool = False
+        self, directory: Path, accelerator: Any, start_step: int = 0, resumed: bool = False
     ) -> None:
-        self.enabled = enabled
-        self.writer = None
+        self.directory = directory
+        self.enabled = accelerator.is_main_process
+        self.accelerator = accelerator
         self.handle = None
         self.dropped = 0
-        if not enabled:
+        if not self.enabled:
             return
         directory.mkdir(parents=True, exist_ok=True)
         if resumed:
             self.dropped = rundir.truncate_metrics(directory, start_step)
         self.handle = (directory / rundir.METRICS_FILE).open("a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
 
-            purge = start_step + 1 if resumed else None
-            self.writer = SummaryWriter(str(directory / "tensorboard"), purge_step=purge)
-        except ImportError:
-            self.writer = None
+    def start_trackers(self, config: TrainConfig, start_step: int, resumed: bool) -> None:
+        """Start a run in each tracker of `train.log_with` and record the config there."""
+        if not self.enabled or not config.train.log_with:
+            return
+        self.accelerator.init_trackers(
+            trackers.project_name(config.train, self.directory),
+            config=trackers.flat_config(config.to_dict()),
+            init_kwargs=trackers.init_kwargs(config.train, self.directory, start_step, resumed),
+        )
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled or self.handle is None:
             return
         self.handle.write(json.dumps({"step": step, **values}) + "\n")
         self.handle.flush()
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
+        self.accelerator.log(values, step=step)
 
     def flush(self) -> None:
-        """Put everything logged so far on disk (before a checkpoint: what a resumed run
-        keeps must not be lost with the process)."""
+        """Put `metrics.jsonl` on disk (before a checkpoint: what a resumed run keeps must
+        not be lost with the process); Accelerate's trackers write through at each log."""
         if self.handle is not None:
             self.handle.flush()
-        if self.writer is not None:
-            self.writer.flush()
 
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        # Not `accelerator.end_training()`: it also destroys the process group, which Ray
+        # Train owns and still uses after the loop returns.
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        self.accelerator.trackers.clear()
 
 
-def _make_accelerator(config: TrainConfig):  # noqa: ANN202
+def _make_accelerator(config: TrainConfig, output: Path):  # noqa: ANN202
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     use_cpu = config.train.cpu or not torch.cuda.is_available()
+    trackers.check_installed(config.train.log_with)
     return Accelerator(
         cpu=use_cpu,
         mixed_precision=config.train.mixed_precision,
         gradient_accumulation_steps=config.train.grad_accum,
         # MoE's prior rows only receive gradients in batches where some S is empty.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        log_with=config.train.log_with or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(output), logging_dir=str(output / trackers.TENSORBOARD_DIR)
+        ),
     )
 
 
@@ -356,10 +365,10 @@ class _Run:
         progress: bool,
         cleanup: ExitStack,
     ) -> _Run:
-        accelerator = _make_accelerator(config)
+        output = Path(config.output_dir)
+        accelerator = _make_accelerator(config, output)
         rank, world = accelerator.process_index, accelerator.num_processes
         ops.set_backend(config.train.kernels)
-        output = Path(config.output_dir)
         restarted = _claim_output(accelerator, output, resume, overwrite, run_id)
 
         torch.manual_seed(config.seed)
@@ -659,12 +668,14 @@ def _open_metrics_log(
     resumed: bool,
     cleanup: ExitStack,
 ) -> MetricsLog:
-    """The metrics log, closed by `cleanup`; the main process also writes config.json."""
-    log = MetricsLog(output, accelerator.is_main_process, start_step, resumed=resumed)
+    """The metrics log and its trackers, closed by `cleanup`; the main process also writes
+    config.json."""
+    log = MetricsLog(output, accelerator, start_step, resumed=resumed)
     cleanup.callback(log.close)
     if accelerator.is_main_process:
         _announce_dropped(log, output, start_step)
         (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        log.start_trackers(config, start_step, resumed)
     return log
 
 

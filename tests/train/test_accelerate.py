@@ -31,8 +31,10 @@ def test_accelerate_launch_two_cpu_processes(accelerate_run: Path, tools: Simple
     assert summary["steps"] == tools.reference_steps
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(4, tools.reference_steps + 1, 4))
-    # Every rank returns from the loop; only the main process prints the summary.
+    # Every rank returns from the loop; only the main process prints the summary and logs
+    # to the trackers (one TensorBoard event file of scalars).
     assert output.count("training summary") == 1, output[-3000:]
+    assert len(list((run / "tensorboard" / "run").glob("events.out.tfevents.*"))) == 1
 
     saved = json.loads((accelerate_run / "params.safetensors.json").read_text())
     ranks = load_file(str(accelerate_run / "params.safetensors"))

@@ -70,7 +70,10 @@ def logged_steps(run: Path) -> list[int]:
 def tensorboard_steps(run: Path, tag: str = "train/loss") -> list[int]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    # Accelerate writes TensorBoard events under tensorboard/<project>, the run folder by default.
+    accumulator = EventAccumulator(
+        str(run / "tensorboard" / run.name), size_guidance={"scalars": 0}
+    )
     accumulator.Reload()
     return [event.step for event in accumulator.Scalars(tag)]
 
