@@ -17,7 +17,16 @@ from mmtrain.errors import MMTrainError
 from mmtrain.progress import quiet_library_bars
 
 #: subcommand modules, in help order
-COMMAND_MODULES = ("experiment", "train", "eval", "compare", "export", "data", "plugins")
+COMMAND_MODULES = (
+    "experiment",
+    "train",
+    "eval",
+    "compare",
+    "sweep",
+    "export",
+    "data",
+    "plugins",
+)
 
 
 class CLIError(MMTrainError):

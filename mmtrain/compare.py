@@ -170,6 +170,11 @@ class CompareSettings:
     eval_options: EvalOptions = field(default_factory=lambda: EvalOptions(pictures=False))
     force: bool = False
     progress: bool = True
+    #: further `--set` overrides that split each aggregator's rows (a sweep's other grid
+    #: keys, e.g. `("optim.lr=0.001",)`); `[()]` when there are none
+    variants: list[tuple[str, ...]] = field(default_factory=lambda: [()])
+    #: the table's rows when not every aggregator × variant ran (a random search)
+    row_labels: list[str] | None = None
 
     def validate(self) -> CompareSettings:
         if self.experiment not in (*EXPERIMENTS, *TRAINED) and self.config is None:
@@ -203,6 +208,13 @@ class CompareSettings:
     def simulated(self) -> bool:
         return self.experiment in EXPERIMENTS and self.config is None
 
+    @property
+    def rows(self) -> list[str]:
+        """The row labels of the table, in grid order: one per aggregator and variant."""
+        if self.row_labels is not None:
+            return list(self.row_labels)
+        return [row_label(a, v) for a in self.aggregators for v in self.variants]
+
     def signature(self) -> dict[str, Any]:
         """What a saved cell must agree on to be reused."""
         return {
@@ -234,15 +246,33 @@ def _eval_signature(options: EvalOptions) -> dict[str, Any]:
     }
 
 
+def row_label(aggregator: str, overrides: tuple[str, ...] = ()) -> str:
+    """`sum_pooling`, or `sum_pooling (optim.lr=0.001)` for a variant."""
+    return f"{aggregator} ({', '.join(overrides)})" if overrides else aggregator
+
+
 @dataclass(frozen=True)
 class Cell:
+    """One run of the grid; `overrides` are a sweep's further config values (`key=value`)."""
+
     aggregator: str
     objective: str
     seed: int
+    overrides: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        return f"{self.aggregator}__{self.objective}__seed{self.seed}"
+        variant = "".join(f"__{_slug(text)}" for text in self.overrides)
+        return f"{self.aggregator}__{self.objective}{variant}__seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return row_label(self.aggregator, self.overrides)
+
+
+def _slug(text: str) -> str:
+    """A config override as a folder-name part: `optim.lr=0.001` → `optim.lr-0.001`."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text.replace("=", "-"))
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -310,6 +340,7 @@ def trained_config(settings: CompareSettings, cell: Cell, run_dir: Path) -> Trai
     aggregator = AGGREGATORS.get(cell.aggregator)
     overrides = [
         *settings.overrides,
+        *cell.overrides,
         f"model.aggregator={cell.aggregator}",
         f"model.objective={cell.objective}",
         f"seed={cell.seed}",
@@ -335,8 +366,7 @@ def trained_config(settings: CompareSettings, cell: Cell, run_dir: Path) -> Trai
 
 
 def run_trained_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[str, Any]:
-    from mmtrain.evaluation.runner import evaluate_checkpoint
-    from mmtrain.evaluation.tables import records, row, tidy
+    """Train a cell with the training loop in this process, then `evaluate_trained_run`."""
     from mmtrain.train.loop import train
 
     run_dir = settings.out / "runs" / cell.key
@@ -344,6 +374,20 @@ def run_trained_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[st
     # A cell that runs again (--force, other settings, an interrupted run) starts afresh;
     # the earlier attempt is moved aside, not mixed in.
     training = train(config, progress=settings.progress, overwrite=True)
+    return evaluate_trained_run(settings, config, training, log)
+
+
+def evaluate_trained_run(
+    settings: CompareSettings, config: TrainConfig, training: dict[str, Any], log: Log
+) -> dict[str, Any]:
+    """`mmtrain eval` of a trained cell's run directory (`config.output_dir`; its best
+    checkpoint when the run kept one) with the grid's shared classifiers, and the numbers a
+    cell saves: `metrics`, the tidy `table` (with the training time and held-out
+    objectives of `training`, the loop's result), the eval folder and the training result."""
+    from mmtrain.evaluation.runner import evaluate_checkpoint
+    from mmtrain.evaluation.tables import records, row, tidy
+
+    run_dir = Path(config.output_dir)
     options = replace(
         settings.eval_options,
         classifier_dir=settings.eval_options.classifier_dir or settings.out / "classifiers",
@@ -367,27 +411,49 @@ def run_trained_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[st
 
 
 def run_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[str, Any]:
-    """Run one cell, or reuse its saved result when the settings match (a trained cell
-    also needs its tidy `table`, which cells saved before it existed lack)."""
-    path = settings.out / "cells" / f"{cell.key}.json"
-    signature = settings.signature()
-    if path.is_file() and not settings.force:
-        saved = json.loads(path.read_text())
-        if saved.get("signature") == signature and (settings.simulated or "table" in saved):
-            log(f"{cell.key}: reusing {path}")
-            return saved
+    """Run one cell, or reuse its saved result when the settings match (`saved_cell`)."""
+    saved = saved_cell(settings, cell, log)
+    if saved is not None:
+        return saved
     log(f"{cell.key}: running")
     started = time.perf_counter()
     if settings.simulated:
         outcome = run_simulated_cell(settings, cell)
     else:
         outcome = run_trained_cell(settings, cell, log)
+    return save_cell(settings, cell, outcome, time.perf_counter() - started)
+
+
+def cell_path(settings: CompareSettings, cell: Cell) -> Path:
+    return settings.out / "cells" / f"{cell.key}.json"
+
+
+def saved_cell(settings: CompareSettings, cell: Cell, log: Log) -> dict[str, Any] | None:
+    """The cell's saved result when it was made with the same settings (a trained cell
+    also needs its tidy `table`, which cells saved before it existed lack) and `force` is
+    off; else None."""
+    path = cell_path(settings, cell)
+    if path.is_file() and not settings.force:
+        saved = json.loads(path.read_text())
+        if saved.get("signature") == settings.signature() and (
+            settings.simulated or "table" in saved
+        ):
+            log(f"{cell.key}: reusing {path}")
+            return saved
+    return None
+
+
+def save_cell(
+    settings: CompareSettings, cell: Cell, outcome: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """Write `cells/<key>.json`: the cell, the settings' signature, `seconds` and `outcome`."""
     saved = {
         "cell": asdict(cell),
-        "signature": signature,
-        "seconds": time.perf_counter() - started,
+        "signature": settings.signature(),
+        "seconds": seconds,
         **outcome,
     }
+    path = cell_path(settings, cell)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(saved), indent=1))
     return saved
@@ -418,7 +484,7 @@ def grid_table(results: dict[Cell, dict[str, Any]]) -> pd.DataFrame:
     from mmtrain.evaluation.tables import tidy
 
     rows = [
-        {**asdict(cell), **record}
+        {"aggregator": cell.label, "objective": cell.objective, "seed": cell.seed, **record}
         for cell, saved in results.items()
         for record in cell_records(saved)
     ]
@@ -459,7 +525,7 @@ def summary_frame(
     stats = stats.set_index(["aggregator", "objective", "target", "metric"])
     seeds = table.groupby(["aggregator", "objective"]).seed.nunique()
     rows = []
-    for aggregator in settings.aggregators:
+    for aggregator in settings.rows:
         for objective in settings.objectives:
             entry: dict[str, Any] = {
                 "aggregator": aggregator,
@@ -664,7 +730,7 @@ def plot_comparison(
     fig, axes = plt.subplots(
         grid_rows,
         per_row,
-        figsize=(max(3.0, 0.5 * len(settings.aggregators) + 1.4) * per_row, 3.4 * grid_rows + 0.5),
+        figsize=(max(3.0, 0.5 * len(settings.rows) + 1.4) * per_row, 3.4 * grid_rows + 0.5),
         dpi=110,
         squeeze=False,
     )
@@ -710,7 +776,7 @@ def _draw_panel(
     import matplotlib.pyplot as plt
     import numpy as np
 
-    aggregators, objectives = settings.aggregators, settings.objectives
+    aggregators, objectives = settings.rows, settings.objectives
     width = 0.5 / len(objectives)
     colours = plt.get_cmap("tab10")
     scale = _digits(column)[0]

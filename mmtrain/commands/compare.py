@@ -5,8 +5,9 @@ CSV, with a plot."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from mmtrain.commands.sweep import add_ray_trial_options, print_outcome, sweep_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,12 +61,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pictures", action="store_true", help="draw each run's eval pictures")
     p.add_argument("--force", action="store_true", help="rerun cells that already have results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the grid as a sweep on Ray Tune (`mmtrain sweep`), each cell a Ray Train "
+        "trial; without it the cells run one after another in this process",
+    )
+    add_ray_trial_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmtrain.compare import CompareSettings, formatted_rows, run_compare
+    from mmtrain.compare import CompareSettings, run_compare
     from mmtrain.evaluation.runner import EvalOptions
-    from mmtrain.report import compare_table
+    from mmtrain.sweep import run_sweep
 
     defaults = EvalOptions()
     settings = CompareSettings(
@@ -90,11 +98,18 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.quiet,
     )
-    outcome = run_compare(settings)
-    compare_table(
-        formatted_rows(outcome["summary"], outcome["columns"]),
-        [(column.key, column.label) for column in outcome["columns"]],
-        notes=outcome["notes"],
-    )
-    print(json.dumps({k: outcome[k] for k in ("markdown", "csv", "tidy_csv", "json", "plot")}))
+    if args.ray:
+        outcome = run_sweep(settings, sweep_options(args))
+    else:
+        ray_only = [
+            f"--{name.replace('_', '-')}"
+            for name in ("address", "max_concurrent_trials", "resume")
+            if getattr(args, name)
+        ]
+        if ray_only:
+            from mmtrain.cli import CLIError
+
+            raise CLIError(f"mmtrain compare: {', '.join(ray_only)} needs --ray")
+        outcome = run_compare(settings)
+    print_outcome(outcome)
     return 0

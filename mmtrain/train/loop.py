@@ -548,7 +548,8 @@ class _Run:
         path = self._save()
         self.last_checkpoint, self.last_checkpoint_step = path, self.step
         if self.reporter is not None:
-            self.reporter({"step": float(self.step), **self.last_logged}, path)
+            # The latest validation too: a sweep's scheduler (ASHA) ranks trials by it.
+            self.reporter({"step": float(self.step), **self.last_logged, **self.last_eval}, path)
 
     def _save(self, name: str | None = None) -> Path | None:
         """Write a checkpoint of this step, `step-…` or `name` (every rank's RNG state in it,

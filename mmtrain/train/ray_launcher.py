@@ -35,7 +35,7 @@ from mmtrain.errors import ConfigError, MMTrainError
 from mmtrain.train import rundir
 
 if TYPE_CHECKING:
-    from ray.train import Result, RunConfig
+    from ray.train import Result
     from ray.train.torch import TorchTrainer
 
 logger = logging.getLogger(__name__)
@@ -127,8 +127,6 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
     """Train `config` on `args.num_workers` Ray Train workers; rank 0's result, plus
     `is_main`, `workers` (where each rank ran) and `ray` (storage and checkpoint paths)."""
     import ray
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     if args.num_workers < 1:
         raise ConfigError(f"--num-workers must be ≥ 1, got {args.num_workers}")
@@ -142,15 +140,6 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
         logger.info(f"--overwrite: moved the previous run in {output} to {moved}")
     # A fresh name per invocation: Ray Train resumes a run whose name it finds in storage.
     name = f"{output.name or 'mmtrain'}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    # The run id lets a worker group that Ray restarts before the first checkpoint start
-    # over in the folder its first attempt wrote, which would otherwise look like another run.
-    loop_config = {"config": _resolved_config(config), "resume": resume, "run_id": name}
-    run_config = _run_config(config, args, name)
-    scaling = ScalingConfig(
-        num_workers=args.num_workers,
-        use_gpu=resources.get("GPU", 0) > 0,
-        resources_per_worker=resources,
-    )
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -158,11 +147,15 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
     try:
         if started_here and not args.address and not os.environ.get("RAY_ADDRESS"):
             _check_local_capacity(ray.cluster_resources(), resources, args.num_workers)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=loop_config,
-            scaling_config=scaling,
-            run_config=run_config,
+        trainer = build_trainer(
+            config,
+            name=name,
+            storage=storage_path(config, args.storage),
+            num_workers=args.num_workers,
+            resources=resources,
+            max_failures=args.max_failures,
+            resume=resume,
+            quiet=args.quiet,
         )
         result = _fit(trainer, args.max_failures, name, output)
     finally:
@@ -171,17 +164,48 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
     return _write_result(result, name, output)
 
 
-def _run_config(config: TrainConfig, args: argparse.Namespace, name: str) -> RunConfig:
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
+def build_trainer(
+    config: TrainConfig,
+    *,
+    name: str,
+    storage: str,
+    num_workers: int,
+    resources: dict[str, float],
+    max_failures: int,
+    resume: str | None = None,
+    quiet: bool = False,
+    callbacks: list[Any] | None = None,
+) -> TorchTrainer:
+    """The `TorchTrainer` that runs `train_loop_per_worker` on `num_workers` workers, its
+    checkpoints under `storage/name`. A name Ray Train finds in `storage` is continued from
+    its last registered checkpoint (`mmtrain sweep --resume` relies on it); `callbacks` are
+    Ray Train's (a sweep's trial passes Ray Tune's `TuneReportCallback`)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
-    return RunConfig(
+    # The run id lets a worker group that Ray restarts before the first checkpoint start
+    # over in the folder its first attempt wrote, which would otherwise look like another run.
+    loop_config = {"config": _resolved_config(config), "resume": resume, "run_id": name}
+    run_config = RunConfig(
         name=name,
-        storage_path=storage_path(config, args.storage),
+        storage_path=storage,
         checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_last),
-        failure_config=FailureConfig(max_failures=args.max_failures),
+        failure_config=FailureConfig(max_failures=max_failures),
         worker_runtime_env={"env_vars": _worker_env()},
         # Ray logs every report with its metrics at INFO; --quiet keeps warnings only.
-        logging_config=LoggingConfig(log_level="WARNING" if args.quiet else "INFO"),
+        logging_config=LoggingConfig(log_level="WARNING" if quiet else "INFO"),
+        callbacks=callbacks,
+    )
+    scaling = ScalingConfig(
+        num_workers=num_workers,
+        use_gpu=resources.get("GPU", 0) > 0,
+        resources_per_worker=resources,
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=scaling,
+        run_config=run_config,
     )
 
 

@@ -1,0 +1,67 @@
+"""`mmtrain sweep` (mmtrain/sweep.py) without a cluster: the grid and range options, and a
+bad grid key refused with the schema's message before any trial starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmtrain.errors import ConfigError
+from mmtrain.sweep import (
+    Range,
+    SweepOptions,
+    check_cells,
+    grid_cells,
+    overlapping,
+    parse_grid,
+    split_values,
+    sweep_settings,
+)
+from tests.evaluation.test_end_to_end import TINY
+
+
+def test_grid_values_split_on_top_level_commas() -> None:
+    assert split_values("sum_pooling,poe") == ["sum_pooling", "poe"]
+    assert split_values("[1,2],[3]") == ["[1,2]", "[3]"]
+    assert parse_grid(["model.aggregator=sum_pooling,poe", "optim.lr=1e-3,3e-4"]) == {
+        "model.aggregator": ["sum_pooling", "poe"],
+        "optim.lr": ["1e-3", "3e-4"],
+    }
+    for bad in (["model.aggregator"], ["seed=1,2"], ["a=1", "a=2"]):
+        with pytest.raises(ConfigError):
+            parse_grid(bad)
+
+
+def test_ranges_parse_and_format() -> None:
+    lr = Range.parse("optim.lr=loguniform:1e-4:1e-2")
+    assert (lr.key, lr.distribution, lr.low, lr.high) == ("optim.lr", "loguniform", 1e-4, 1e-2)
+    assert lr.override(0.000123456789) == "optim.lr=0.000123457"
+    for bad in ("optim.lr=normal:0:1", "optim.lr=loguniform:0:1", "optim.lr=uniform:2:1"):
+        with pytest.raises(ConfigError):
+            Range.parse(bad)
+    with pytest.raises(ConfigError, match="--search random"):
+        SweepOptions(ranges=[lr]).validate()
+
+
+def test_grid_cells_and_a_bad_key_before_any_trial(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    grid = parse_grid(["model.aggregator=sum_pooling,poe", "optim.lr=1e-3,3e-4"])
+    settings = sweep_settings(config, grid, [0, 1], out=tmp_path / "out")
+    cells = grid_cells(settings)
+    assert len(cells) == 2 * 2 * 2
+    assert settings.rows[:2] == ["sum_pooling (optim.lr=1e-3)", "sum_pooling (optim.lr=3e-4)"]
+    check_cells(settings, cells, SweepOptions())
+    bad = sweep_settings(config, parse_grid(["model.latnt_dim=2,3"]), [0], out=tmp_path / "o")
+    with pytest.raises(ConfigError, match="did you mean 'model.latent_dim'"):
+        check_cells(bad, grid_cells(bad), SweepOptions())
+
+
+def test_overlap_of_trial_intervals() -> None:
+    events = {
+        "a": [{"event": "start", "time": 0.0}, {"event": "end", "time": 10.0}],
+        "b": [{"event": "start", "time": 4.0}, {"event": "end", "time": 12.0}],
+        "c": [{"event": "start", "time": 12.5}, {"event": "end", "time": 13.0}],
+    }
+    assert overlapping(events) == [("a", "b", 6.0)]
