@@ -105,7 +105,14 @@ class EarlyStopping:
 
 @dataclass
 class TrainSection:
-    """Length, batch, precision, evaluation and checkpoint cadence."""
+    """Length, batch, precision, evaluation and checkpoint cadence, kernels and compilation.
+
+    `compile` runs the training step's forward pass (model and objective) under
+    `torch.compile`, so AOTAutograd compiles its backward too; evaluation stays eager.
+    `compile_mode` is `torch.compile`'s mode (Inductor only); null means `reduce-overhead`
+    (CUDA graphs) on CUDA and `default` elsewhere. `compile_backend` is the Dynamo backend:
+    `inductor`, or `aot_eager` to trace forward and backward without generating code (to tell
+    a tracing problem from a code-generation one)."""
 
     steps: int | None = 1000
     epochs: int | None = None
@@ -123,6 +130,11 @@ class TrainSection:
     max_nan_steps: int = 20
     kernels: Literal["torch", "triton", "auto"] = "auto"
     cpu: bool = False
+    compile: bool = False
+    compile_mode: (
+        Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None
+    ) = None
+    compile_backend: str = "inductor"
 
 
 @dataclass
@@ -180,6 +192,7 @@ class TrainConfig:
             raise ConfigError("a fixed prior has one component; use model.prior.kind: mixture")
         _check_beta_schedule(self.model.beta_schedule)
         _check_monitoring(self)
+        _check_compile(self.train)
         # The plugins say which combinations they can build; a function-level import, as the
         # factory imports this module.
         from mmtrain.factory import check_model
@@ -204,6 +217,29 @@ def _check_beta_schedule(schedule: BetaSchedule) -> None:
         )
     if schedule.kind != "constant" and schedule.warmup_steps < 1:
         raise ConfigError(f"{where}.kind {schedule.kind} needs {where}.warmup_steps ≥ 1")
+
+
+def _check_compile(train: TrainSection) -> None:
+    if train.compile_mode is not None and not train.compile:
+        raise ConfigError(
+            f"train.compile_mode {train.compile_mode} has no effect without train.compile: true"
+        )
+    if not train.compile:
+        return
+    if train.compile_mode is not None and train.compile_backend != "inductor":
+        raise ConfigError(
+            f"train.compile_mode is an Inductor option; train.compile_backend is "
+            f"{train.compile_backend}"
+        )
+    # Imported only here: Dynamo takes a second or two to import.
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if train.compile_backend not in backends:
+        raise ConfigError(
+            f"unknown train.compile_backend {train.compile_backend!r}; choose one of "
+            f"{', '.join(sorted(backends))}"
+        )
 
 
 def _check_monitoring(config: TrainConfig) -> None:
