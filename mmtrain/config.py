@@ -105,12 +105,20 @@ class EarlyStopping:
 
 @dataclass
 class TrainSection:
-    """Length, batch, precision, evaluation and checkpoint cadence; experiment trackers.
+    """Length, batch, precision, evaluation and checkpoint cadence; experiment trackers;
+    kernels and compilation.
 
     `log_with`: the trackers (Accelerate's names: tensorboard, mlflow, wandb, …) that get
     every line of `metrics.jsonl` and the config; `[]` writes `metrics.jsonl` only.
     `tracker_project`: the MLflow experiment / W&B project (default: the run folder's name).
     `tracker_options`: per tracker, keyword arguments for its run (`Accelerator.init_trackers`).
+
+    `compile` runs the training step's forward pass (model and objective) under
+    `torch.compile`, so AOTAutograd compiles its backward too; evaluation stays eager.
+    `compile_mode` is `torch.compile`'s mode (Inductor only); null means `reduce-overhead`
+    (CUDA graphs) on CUDA and `default` elsewhere. `compile_backend` is the Dynamo backend:
+    `inductor`, or `aot_eager` to trace forward and backward without generating code (to tell
+    a tracing problem from a code-generation one).
     """
 
     steps: int | None = 1000
@@ -132,6 +140,11 @@ class TrainSection:
     log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
     tracker_project: str | None = None
     tracker_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    compile: bool = False
+    compile_mode: (
+        Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None
+    ) = None
+    compile_backend: str = "inductor"
 
 
 @dataclass
@@ -193,6 +206,7 @@ class TrainConfig:
         from mmtrain.train.trackers import check_trackers
 
         check_trackers(self.train)
+        _check_compile(self.train)
         # The plugins say which combinations they can build; a function-level import, as the
         # factory imports this module.
         from mmtrain.factory import check_model
@@ -217,6 +231,29 @@ def _check_beta_schedule(schedule: BetaSchedule) -> None:
         )
     if schedule.kind != "constant" and schedule.warmup_steps < 1:
         raise ConfigError(f"{where}.kind {schedule.kind} needs {where}.warmup_steps ≥ 1")
+
+
+def _check_compile(train: TrainSection) -> None:
+    if train.compile_mode is not None and not train.compile:
+        raise ConfigError(
+            f"train.compile_mode {train.compile_mode} has no effect without train.compile: true"
+        )
+    if not train.compile:
+        return
+    if train.compile_mode is not None and train.compile_backend != "inductor":
+        raise ConfigError(
+            f"train.compile_mode is an Inductor option; train.compile_backend is "
+            f"{train.compile_backend}"
+        )
+    # Imported only here: Dynamo takes a second or two to import.
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if train.compile_backend not in backends:
+        raise ConfigError(
+            f"unknown train.compile_backend {train.compile_backend!r}; choose one of "
+            f"{', '.join(sorted(backends))}"
+        )
 
 
 def _check_monitoring(config: TrainConfig) -> None:

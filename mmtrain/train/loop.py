@@ -351,6 +351,7 @@ class _Run:
     last_checkpoint: Path | None = None
     last_checkpoint_step: int = -1
     started: float = field(default_factory=time.perf_counter)
+    cuda_graphs: bool = False
 
     # ------------------------------------------------------------------ setup
 
@@ -412,6 +413,7 @@ class _Run:
             interrupt=interrupt,
             reporter=reporter,
             monitor=RunMonitor(config),
+            cuda_graphs=_uses_cuda_graphs(config, accelerator.device),
         )
         if saved is not None:
             run.step = start_step
@@ -465,6 +467,9 @@ class _Run:
         """Forward, backward and (at the end of an accumulation) the optimiser step; False
         when no optimiser step happened (accumulating, or a non-finite loss skipped)."""
         accelerator, config = self.accelerator, self.config
+        if self.cuda_graphs:
+            # The previous step's outputs are no longer read: CUDA graphs may reuse them.
+            torch.compiler.cudagraph_mark_step_begin()
         with accelerator.accumulate(self.module):
             beta = beta_at_step(config.model, self.step)
             with accelerator.autocast():
@@ -654,11 +659,36 @@ def _build_parts(
 def _prepare_objective(
     accelerator: Any, config: TrainConfig, model: MultiModalVAE, optimizer: torch.optim.Optimizer
 ) -> tuple[Any, Any]:
-    """The objective around `model` and the optimiser, prepared by Accelerate, in train mode."""
+    """The objective around `model` and the optimiser, prepared by Accelerate, in train mode;
+    with `train.compile`, the prepared module under `torch.compile` (outermost, around DDP,
+    as Accelerate itself compiles). Checkpoints save `model`, never the compiled wrapper, so
+    their keys carry no `_orig_mod.` and eager and compiled runs resume each other."""
     objective = ObjectiveModule.from_config(model, config.model)
     module, optimizer = accelerator.prepare(objective, optimizer)
     module.train()
+    if config.train.compile:
+        # Not Accelerate's TorchDynamoPlugin: AcceleratorState keeps the plugin of the first
+        # Accelerator in the process, so a later run there would silently not compile.
+        if config.train.compile_backend == "inductor":
+            module = torch.compile(module, mode=compile_mode(config, accelerator.device))
+        else:
+            module = torch.compile(module, backend=config.train.compile_backend)
     return module, optimizer
+
+
+def compile_mode(config: TrainConfig, device: torch.device) -> str:
+    """`train.compile_mode`, or by default `reduce-overhead` (CUDA graphs: our models are
+    small and launch-bound) on CUDA and `default` elsewhere."""
+    if config.train.compile_mode is not None:
+        return config.train.compile_mode
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def _uses_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
+    train = config.train
+    if not train.compile or train.compile_backend != "inductor" or device.type != "cuda":
+        return False
+    return compile_mode(config, device) in ("reduce-overhead", "max-autotune")
 
 
 def _open_metrics_log(
