@@ -209,6 +209,14 @@ class CompareSettings:
         return self.experiment in EXPERIMENTS and self.config is None
 
     @property
+    def title(self) -> str:
+        """What the table and plot are about: the experiment, or with `--config` that file's
+        name (its data, not the experiment's, are what ran)."""
+        if self.config is None:
+            return self.experiment
+        return f"{self.config.stem} ({self.config.name})"
+
+    @property
     def rows(self) -> list[str]:
         """The row labels of the table, in grid order: one per aggregator and variant."""
         if self.row_labels is not None:
@@ -647,7 +655,7 @@ def write_markdown(
             "importance-sampled mean (delta method)."
         )
     lines = [
-        f"# {settings.experiment}"
+        f"# {settings.title}"
         + (f" (M = {settings.modalities})" if settings.modalities is not None else "")
         + ": aggregator × objective",
         "",
@@ -752,7 +760,7 @@ def plot_comparison(
     )
     steps = settings.steps if settings.steps is not None else "default"
     fig.suptitle(
-        f"{settings.experiment}: mean ± std over {len(settings.seeds)} seed(s), {steps} steps",
+        f"{settings.title}: mean ± std over {len(settings.seeds)} seed(s), {steps} steps",
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0.1 / grid_rows, 1, 1))

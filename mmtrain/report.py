@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -235,6 +236,10 @@ def eval_table(results: Mapping[str, object], console: Console | None = None) ->
         console.print(f"warning: {warning}", style="bold yellow", highlight=False)
 
 
+#: beyond this many metric columns `compare_table` prints one row per metric
+_WIDE_TABLE_METRICS = 8
+
+
 def compare_table(
     rows: list[dict[str, object]],
     metrics: list[tuple[str, str]],
@@ -244,9 +249,24 @@ def compare_table(
     """`mmtrain compare`'s table in the terminal: one row per aggregator × objective, each
     metric as mean ± std over seeds (`mmtrain.compare.formatted_rows`); the caption gives the
     aggregators' notes on their options (e.g. the PoE mode of the PoE rows)."""
-    console = console or Console()
+    # Off a terminal rich assumes 80 columns; a log file can take the table at full width.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     caption = "; ".join(notes or []) or None
-    table = Table(title="comparison (mean ± std over seeds)", caption=caption, header_style="bold")
+    title = "comparison (mean ± std over seeds)"
+    if len(metrics) > _WIDE_TABLE_METRICS:
+        # Many metrics (PolyMNIST has 25) squeeze one row per cell into unreadable columns:
+        # one row per metric, one column per aggregator × objective instead.
+        table = Table(title=title, caption=caption, header_style="bold")
+        table.add_column("metric")
+        for row in rows:
+            table.add_column(
+                f"{row['aggregator']}\n{row['objective']}\n({row['seeds']} seeds)", justify="right"
+            )
+        for key, label in metrics:
+            table.add_row(label, *[str(row.get(key, "–")) for row in rows])
+        console.print(table)
+        return
+    table = Table(title=title, caption=caption, header_style="bold")
     table.add_column("aggregator")
     table.add_column("objective")
     table.add_column("seeds", justify="right")
