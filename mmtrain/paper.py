@@ -63,6 +63,7 @@ class ExperimentOptions:
     clean_data: bool | None = None
     num_examples: int | None = None
     kernels: str | None = None
+    compile: bool | None = None
     init: str | None = None
     output_dir: str | None = None
 
@@ -81,6 +82,7 @@ class ExperimentOptions:
             "optim.gradient.mode": self.gradient_mode,
             "data.options.num_examples": self.num_examples,
             "train.kernels": self.kernels,
+            "train.compile": self.compile,
             "model.init": self.init,
             "output_dir": self.output_dir,
         }

@@ -94,3 +94,9 @@ def test_poe_with_a_mixture_prior_is_refused(tmp_path: Path) -> None:
     options = ExperimentOptions(aggregator="poe", steps=1, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="poe.*component"):
         run_experiment("ivae-bimodal", experiment_config("ivae-bimodal", options), progress=False)
+
+
+def test_compile_flag_sets_train_compile() -> None:
+    assert experiment_config("ivae-bimodal").train.compile is False
+    config = experiment_config("ivae-bimodal", ExperimentOptions(compile=True))
+    assert config.train.compile is True and config.train.compile_backend == "inductor"

@@ -42,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-examples", type=int, help="override the data size")
     p.add_argument("--kernels", choices=["torch", "triton", "auto"], help="kernel backend")
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the training step under torch.compile (train.compile; Inductor, "
+        "reduce-overhead on CUDA)",
+    )
+    p.add_argument(
         "--init",
         choices=["flax", "torch"],
         help="network initialisation: flax (default; LeCun normal, zero biases, as the "
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         clean_data=args.clean_data or None,
         num_examples=args.num_examples,
         kernels=args.kernels,
+        compile=args.compile or None,
         init=args.init,
         output_dir=args.output_dir,
     )

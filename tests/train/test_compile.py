@@ -40,6 +40,8 @@ def _run(tmp_path: Path, aggregator: str, objective: str, *extra: str) -> tuple[
         f"model.objective={objective}",
         _options(aggregator),
         "data.batch_size=32",
+        # β changes every step: a Python float that must not recompile the step each time.
+        "model.beta_schedule={kind: linear, warmup_steps: 5, start: 0.1}",
         *extra,
     ]
     result = train(tiny_config(tmp_path, *overrides), progress=False)
