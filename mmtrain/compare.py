@@ -209,12 +209,15 @@ class CompareSettings:
         return self.experiment in EXPERIMENTS and self.config is None
 
     @property
+    def name(self) -> str:
+        """What ran: the experiment, or with `--config` that file's stem (its data, not the
+        experiment's, were trained on)."""
+        return self.experiment if self.config is None else self.config.stem
+
+    @property
     def title(self) -> str:
-        """What the table and plot are about: the experiment, or with `--config` that file's
-        name (its data, not the experiment's, are what ran)."""
-        if self.config is None:
-            return self.experiment
-        return f"{self.config.stem} ({self.config.name})"
+        """The table's and plot's title: `name`, with the config file when there is one."""
+        return self.name if self.config is None else f"{self.name} ({self.config.name})"
 
     @property
     def rows(self) -> list[str]:
@@ -691,7 +694,7 @@ def write_csv(settings: CompareSettings, summary: pd.DataFrame, columns: list[Co
     `seeds`, then `<key>_mean`, `<key>_std`, `<key>_n` per column)."""
     keys = [f"{c.key}_{stat}" for c in columns for stat in ("mean", "std", "n")]
     frame = summary[["aggregator", "objective", "seeds", *keys]]
-    frame.insert(0, "experiment", settings.experiment)
+    frame.insert(0, "experiment", settings.name)
     path = settings.out / "compare.csv"
     frame.to_csv(path, index=False)
     return path
@@ -705,7 +708,7 @@ def write_json(
 
     summary_rows = summary.astype(object).where(summary.notna(), None).to_dict("records")
     content = {
-        "experiment": settings.experiment,
+        "experiment": settings.name,
         "settings": {k: v for k, v in settings.signature().items() if k != "eval"},
         "notes": notes,
         "table": records(table),
