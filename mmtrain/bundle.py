@@ -82,10 +82,11 @@ def resolve_model(path: str | Path) -> ModelSource:
     """The trained model at `path`: a bundle, a checkpoint, a run directory (its best
     checkpoint, else its newest), a folder of checkpoints, or `"hf://ORG/NAME[@REVISION]"`,
     a bundle on the Hugging Face Hub (then `path` of the result is its folder in the cache)."""
+    from mmtrain.card import CARD_FILE
     from mmtrain.hub import download_bundle, is_hub_uri
 
     if is_hub_uri(path):
-        folder = download_bundle(str(path))
+        folder = download_bundle(str(path), [MODEL_FILE, BUNDLE_CONFIG, CARD_FILE])
         bundle = read_bundle(folder)
         if bundle is None:
             raise CheckpointError(f"{path} is not an mmtrain bundle (its config.json is not one)")

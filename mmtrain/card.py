@@ -10,12 +10,14 @@ import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mmtrain.bundle import ModelSource
 from mmtrain.errors import CheckpointError
+
+if TYPE_CHECKING:  # bundle imports this module to write the card
+    from mmtrain.bundle import ModelSource
 
 CARD_FILE = "README.md"
 #: the folder of the bundle that holds the evaluation's pictures

@@ -61,9 +61,10 @@ def parse_hub_uri(uri: str) -> HubModel:
     return HubModel(repo_id, revision or None)
 
 
-def download_bundle(uri: str) -> Path:
-    """The local folder (in the Hugging Face cache) holding the bundle at `uri`, downloaded
-    when it is not cached yet. Under `HF_HUB_OFFLINE=1` only the cache is read."""
+def download_bundle(uri: str, files: list[str]) -> Path:
+    """The local folder (in the Hugging Face cache) holding `files` of the bundle at `uri`,
+    downloaded when they are not cached yet. Under `HF_HUB_OFFLINE=1` only the cache is
+    read."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -74,15 +75,13 @@ def download_bundle(uri: str) -> Path:
     )
 
     from mmtrain._version import __version__
-    from mmtrain.bundle import BUNDLE_CONFIG, MODEL_FILE
-    from mmtrain.card import CARD_FILE
 
     model = parse_hub_uri(uri)
     try:
         folder = snapshot_download(
             model.repo_id,
             revision=model.revision,
-            allow_patterns=[MODEL_FILE, BUNDLE_CONFIG, CARD_FILE],
+            allow_patterns=files,
             library_name="mmtrain",
             library_version=__version__,
         )

@@ -347,7 +347,7 @@ def draw_grid(grid: Grid, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _text_width(text: str, font: float) -> float:
+def _label_points(text: str, font: float) -> float:
     """The width of `text` in points at `font` size, in matplotlib's default font."""
     from matplotlib.textpath import TextPath
 
@@ -367,7 +367,7 @@ def _layout(grid: Grid) -> _Layout:
     estimate = min(MAX_WIDTH, sum(widths) + gaps + 0.1 * longest + 0.4)
     font = float(np.clip(0.62 * estimate, 10.0, 16.0))
     # Measured, not counted: "given m0+m1+m2+m3+m4" is wider than 20 average characters.
-    label_width = max(_text_width(label, font) for label in grid.rows) / 72 + 0.3
+    label_width = max(_label_points(label, font) for label in grid.rows) / 72 + 0.3
     content = sum(widths)
     room = MAX_WIDTH - label_width - gaps
     if content > room:
