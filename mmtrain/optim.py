@@ -23,7 +23,8 @@ def postprocess_gradients(
     """
     if mode not in GRADIENT_MODES:
         raise ConfigError(f"unknown gradient mode {mode!r}; choose one of {GRADIENT_MODES}")
-    grads = [p.grad for p in parameters if p.grad is not None]
+    with_grads = [p for p in parameters if p.grad is not None]
+    grads = [p.grad for p in with_grads]
     if not grads or mode == "none":
         return 0
     nan_count = _count_nans(grads)
@@ -34,7 +35,8 @@ def postprocess_gradients(
         torch._foreach_clamp_min_(grads, -clip)
         torch._foreach_clamp_max_(grads, clip)
     else:
-        torch.nn.utils.clip_grad_norm_(grads, clip)
+        # It reads `.grad` of what it is given: the parameters, not their gradients.
+        torch.nn.utils.clip_grad_norm_(with_grads, clip)
     return nan_count
 
 

@@ -93,6 +93,16 @@ def test_elementwise_postprocessing_matches_the_per_parameter_reference(poison: 
         torch.testing.assert_close(g, e, rtol=0, atol=0)
 
 
+def test_norm_postprocessing_zeroes_nan_then_clips_the_global_norm() -> None:
+    model = build_small_model("poe")
+    _gradients(model, 5)
+    grads = [p.grad for p in model.parameters()]
+    grads[0].view(-1)[0] = float("nan")
+    assert postprocess_gradients(model.parameters(), "norm", 1.0) == 1
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    assert torch.isfinite(total) and float(total) == pytest.approx(1.0, rel=1e-5)
+
+
 def test_a_training_step_with_the_factory_optimizer_matches_plain_adam() -> None:
     model = build_small_model("sum_pooling")
     reference_model = copy.deepcopy(model)
