@@ -154,7 +154,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--modalities", type=int, default=5, help="M of the phase table")
-    parser.add_argument("--aggregators", nargs="+", default=["poe", "sum_pooling"])
+    parser.add_argument(
+        "--aggregators", nargs="+", default=["poe", "sum_pooling", "self_attention"]
+    )
     parser.add_argument("--objectives", nargs="+", default=["masked", "mixture"])
     parser.add_argument("--scaling", type=int, nargs="*", default=[2, 4, 8, 16, 32])
     parser.add_argument("--scaling-aggregator", default="sum_pooling", choices=AGGREGATORS)
