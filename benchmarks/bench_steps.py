@@ -15,6 +15,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,14 +46,21 @@ def experiment(aggregator: str, objective: str, modalities: int, batch_size: int
 
 
 def time_steps(
-    config: TrainConfig, loader: BatchLoader, warmup: int, steps: int
+    config: TrainConfig,
+    loader: BatchLoader,
+    warmup: int,
+    steps: int,
+    build: Callable[..., torch.optim.Optimizer] = build_optimizer,
+    postprocess: Callable[..., int] = postprocess_gradients,
 ) -> tuple[list[float], list[float]]:
     """Wall-clock and process-CPU seconds of each timed step. With one intra-op thread the
-    CPU time barely moves when other jobs share the machine; the wall time does."""
+    CPU time barely moves when other jobs share the machine; the wall time does. `build`
+    and `postprocess` replace the optimiser factory and the gradient post-processing (to
+    time another version of them in the same process)."""
     torch.manual_seed(0)
     model = build_model(config.model, loader.plugins)
     objective = OBJECTIVES.get(config.model.objective)
-    optimizer = build_optimizer(model.parameters(), "adam", config.optim.lr)
+    optimizer = build(model.parameters(), "adam", config.optim.lr)
     batches: list[Batch] = []
     epoch = 0
     while len(batches) < warmup + steps:
@@ -66,7 +74,7 @@ def time_steps(
         out = objective(model, batch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        postprocess_gradients(model.parameters(), "elementwise", clip)
+        postprocess(model.parameters(), "elementwise", clip)
         optimizer.step()
         if i >= warmup:
             durations.append(time.perf_counter() - start)
