@@ -526,7 +526,11 @@ def run_sweep(
         try:
             concurrent = _concurrency(options, ray.cluster_resources())
             if options.resume:
-                log(f"resuming the sweep in {path}")
+                rerun = unfinished_cells(todo, trial_events(settings.out))
+                log(
+                    f"resuming the sweep in {path}: {len(todo) - len(rerun)} trial(s) finished, "
+                    f"{len(rerun)} to run: {', '.join(c.key for c in rerun) or 'none'}"
+                )
                 tuner = tune.Tuner.restore(
                     str(path), _trainable(plan), resume_unfinished=True, restart_errored=True
                 )
@@ -551,6 +555,7 @@ def run_sweep(
         raise SweepFailed(f"every trial failed: {'; '.join(failed)}")
     outcome = render_sweep(settings, results)
     outcome["trials"] = trial_events(settings.out)
+    outcome["trials_csv"] = str(write_trial_table(settings.out))
     outcome["failed"] = failed
     if failed:
         raise SweepFailed(f"{len(failed)} trial(s) failed: " + "; ".join(failed))
@@ -561,7 +566,7 @@ def _absolute(settings: CompareSettings) -> CompareSettings:
     """The settings with the paths that trials read made absolute: trials run in folders
     of their own, possibly on other machines (which then need the same paths)."""
     base = load_config(config_file(settings), settings.overrides)
-    source = ray_launcher._resolved_config(base)["data"]["source"]
+    source = ray_launcher.resolved_config(base)["data"]["source"]
     extra = [f"data.source={source}"] if source != base.data.source else []
     return replace(
         settings,
@@ -609,6 +614,90 @@ def worker_pids(out: Path, cell: Cell) -> list[int]:
     return [json.loads(p.read_text())["pid"] for p in sorted(directory.glob("rank-*.json"))]
 
 
+def trial_rows(events: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per attempt of each trial (a start and, unless its driver died, its end),
+    ordered by start: the cell, the Tune trial id, where its rank-0 worker ran, start and
+    end (`time.time()`), steps, and the step its Ray Train run resumed from."""
+    rows = []
+    for key, records in events.items():
+        attempt: dict[str, Any] | None = None
+        for record in records:
+            if record["event"] == "start":
+                if attempt is not None:
+                    rows.append(attempt)
+                attempt = {
+                    "cell": key,
+                    "attempt": sum(1 for r in rows if r["cell"] == key) + 1,
+                    "trial_id": record.get("trial_id"),
+                    "continues_ray_train_run": record.get("continues_ray_train_run", False),
+                    "start": record["time"],
+                    "end": None,
+                    "steps": None,
+                    "resumed_from_step": None,
+                    "worker_node": None,
+                }
+            elif record["event"] == "end" and attempt is not None:
+                workers = record.get("workers") or [{}]
+                attempt.update(
+                    end=record["time"],
+                    steps=record.get("steps"),
+                    resumed_from_step=record.get("resumed_from_ray_checkpoint"),
+                    worker_node=workers[0].get("node_id"),
+                )
+                rows.append(attempt)
+                attempt = None
+        if attempt is not None:
+            rows.append(attempt)
+    return sorted(rows, key=lambda row: row["start"])
+
+
+def unfinished_cells(cells: list[Cell], events: dict[str, list[dict[str, Any]]]) -> list[Cell]:
+    """The cells a resumed sweep still has to run: no trial end recorded after their last
+    start (never started, or started and cut off with the driver)."""
+    todo = []
+    for cell in cells:
+        records = events.get(cell.key, [])
+        if not records or records[-1]["event"] != "end":
+            todo.append(cell)
+    return todo
+
+
+def write_trial_table(out: Path) -> Path:
+    """`OUT/trials.csv`: `trial_rows` of the trial records, times in seconds after the
+    sweep's first trial start (the columns `start_s`, `end_s`, `seconds`)."""
+    import csv
+
+    rows = trial_rows(trial_events(out))
+    origin = min((row["start"] for row in rows), default=0.0)
+    path = out / "trials.csv"
+    fields = [
+        "cell",
+        "attempt",
+        "trial_id",
+        "worker_node",
+        "start_s",
+        "end_s",
+        "seconds",
+        "steps",
+        "continues_ray_train_run",
+        "resumed_from_step",
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        for row in rows:
+            end = row["end"]
+            writer.writerow(
+                {
+                    **{k: row[k] for k in fields if k in row},
+                    "start_s": f"{row['start'] - origin:.1f}",
+                    "end_s": "" if end is None else f"{end - origin:.1f}",
+                    "seconds": "" if end is None else f"{end - row['start']:.1f}",
+                }
+            )
+    return path
+
+
 def overlapping(events: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, float]]:
     """Pairs of trials whose first attempts ran at the same time, with the seconds shared."""
     spans = {}
@@ -636,4 +725,7 @@ __all__ = [
     "run_sweep",
     "sweep_settings",
     "trial_events",
+    "trial_rows",
+    "unfinished_cells",
+    "write_trial_table",
 ]

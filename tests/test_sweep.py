@@ -3,10 +3,12 @@ bad grid key refused with the schema's message before any trial starts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from mmtrain.compare import Cell
 from mmtrain.errors import ConfigError
 from mmtrain.sweep import (
     Range,
@@ -17,6 +19,9 @@ from mmtrain.sweep import (
     parse_grid,
     split_values,
     sweep_settings,
+    trial_rows,
+    unfinished_cells,
+    write_trial_table,
 )
 from tests.evaluation.test_end_to_end import TINY
 
@@ -65,3 +70,44 @@ def test_overlap_of_trial_intervals() -> None:
         "c": [{"event": "start", "time": 12.5}, {"event": "end", "time": 13.0}],
     }
     assert overlapping(events) == [("a", "b", 6.0)]
+
+
+def test_trial_rows_and_unfinished_cells_after_a_killed_driver(tmp_path: Path) -> None:
+    """Cell a ended; b was cut off with the driver and ran again (continuing its Ray Train
+    run) on `--resume`; c never started before the kill: a and the rerun b are done."""
+    cells = [Cell("a", "masked", 0), Cell("b", "masked", 0), Cell("c", "masked", 0)]
+    a, b, c = (cell.key for cell in cells)
+    end = {"event": "end", "steps": 60, "workers": [{"node_id": "n1"}]}
+    events = {
+        a: [{"event": "start", "time": 0.0, "trial_id": "t0"}, {**end, "time": 9.0}],
+        b: [{"event": "start", "time": 1.0, "trial_id": "t1"}],
+    }
+    assert unfinished_cells(cells, events) == cells[1:]
+    events[b].append(
+        {"event": "start", "time": 20.0, "trial_id": "t1", "continues_ray_train_run": True}
+    )
+    assert unfinished_cells(cells, events) == cells[1:]
+    events[b].append({**end, "time": 30.0, "resumed_from_ray_checkpoint": 40})
+    assert unfinished_cells(cells, events) == [cells[2]]
+
+    rows = trial_rows(events)
+    assert [(r["cell"], r["attempt"], r["end"]) for r in rows] == [
+        (a, 1, 9.0),
+        (b, 1, None),
+        (b, 2, 30.0),
+    ]
+    assert rows[2]["continues_ray_train_run"] and rows[2]["resumed_from_step"] == 40
+    assert rows[0]["worker_node"] == "n1"
+
+    for key, records in events.items():
+        _record_all(tmp_path, key, records)
+    table = write_trial_table(tmp_path).read_text().splitlines()
+    assert table[0].startswith("cell,attempt,trial_id,worker_node,start_s,end_s,seconds")
+    assert table[2].split(",")[:7] == [b, "1", "t1", "", "1.0", "", ""]
+    assert table[3].split(",")[4:7] == ["20.0", "30.0", "10.0"]
+
+
+def _record_all(out: Path, key: str, records: list[dict[str, object]]) -> None:
+    path = out / "trials" / f"{key}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
