@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class Cluster:
         self.address = f"127.0.0.1:{self.gcs}"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.temps: list[Path] = []
+        self.cpu: dict[tuple[int, float], float] = {}
+        self.stopping = threading.Event()
+        threading.Thread(target=self._sampler, daemon=True).start()
 
     def _start(self, marker: str, *extra: str) -> None:
         # Ray's Unix sockets live under the temp dir: keep its path short.
@@ -120,10 +124,10 @@ class Cluster:
                 return found
         raise RuntimeError(f"{count} raylet(s) not up in 180 s")
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds of every process of both raylets' trees (live ones,
-        and the finished ones their parents have reaped)."""
-        total = 0.0
+    def sample_cpu(self) -> None:
+        """Record every process of both raylets' trees with its CPU seconds so far: Ray's
+        workers come and go and a raylet does not collect their CPU times when they end,
+        so `cpu_seconds` sums the last sample of every process ever seen."""
         for root in self.processes:
             try:
                 tree = [psutil.Process(root.pid)]
@@ -133,12 +137,23 @@ class Cluster:
             for process in tree:
                 try:
                     t = process.cpu_times()
-                    total += t.user + t.system + t.children_user + t.children_system
+                    key = (process.pid, process.create_time())
+                    self.cpu[key] = t.user + t.system + t.children_user + t.children_system
                 except psutil.NoSuchProcess:
                     pass
-        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of both raylets' process trees, sampled every 0.5 s
+        (a process's last half second before it ends is missed)."""
+        self.sample_cpu()
+        return sum(self.cpu.values())
+
+    def _sampler(self) -> None:
+        while not self.stopping.wait(0.5):
+            self.sample_cpu()
 
     def stop(self) -> None:
+        self.stopping.set()
         tree: list[psutil.Process] = []
         for root in self.processes:
             try:
@@ -352,8 +367,9 @@ def markdown(result: dict[str, Any]) -> str:
         " ".join(a["command"]),
         "```",
         "",
-        f"Exit code {a['exit_code']}; wall {a['wall_s']} s; CPU: driver {a['driver_cpu_s']} s, "
-        f"cluster (both raylets' process trees) {a['cluster_cpu_s']} s.",
+        f"Exit code {a['exit_code']}; wall {a['wall_s']} s; CPU: driver {a['driver_cpu_s']} s "
+        f"(it also evaluates every trial), cluster {a['cluster_cpu_s']} s (both raylets' "
+        "process trees, sampled every 0.5 s).",
         f"Killed: worker pid {a['killed']['pid']} of `{a['killed']['cell']}` once its run had "
         f"registered the checkpoint of step {a['killed']['registered_step_at_kill']}.",
         "",
@@ -362,6 +378,13 @@ def markdown(result: dict[str, Any]) -> str:
         "Overlap of the trials' first attempts (seconds both ran):",
         "",
         *[f"- {o['a']} ∥ {o['b']}: {o['seconds']} s" for o in a["overlap"]],
+        "",
+        "The sweep's compare table (`compare.md`; 60 steps, so the coherences sit near the "
+        "10 % of chance; this shows the plumbing, not the models):",
+        "",
+        *[line for line in (a["compare_md"] or "").splitlines() if line.startswith("|")],
+        "",
+        "![compare.png of this sweep](sweep-demo/compare.png)",
         "",
         "### 3. Driver SIGKILLed, then `--resume`",
         "",
@@ -411,6 +434,16 @@ def main() -> None:
     (args.out / "demo.md").write_text(text)
     print(text)
     if args.doc is not None:
+        # The sweep's own files beside the doc: its plot, tables and trial records.
+        files = args.doc.parent / "sweep-demo"
+        files.mkdir(exist_ok=True)
+        for demo, names in (("sweep", ("compare.png", "compare.md", "trials.csv")),
+                            ("resume", ("trials.csv",))):  # fmt: skip
+            for name in names:
+                if (args.out / demo / name).is_file():
+                    prefix = "" if demo == "sweep" else "resume-"
+                    shutil.copy(args.out / demo / name, files / f"{prefix}{name}")
+        shutil.copy(args.out / "demo.json", files / "demo.json")
         doc = args.doc.read_text()
         head, _, rest = doc.partition(BEGIN)
         _, _, tail = rest.partition(END)

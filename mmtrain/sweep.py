@@ -400,6 +400,10 @@ def _tuner(plan: TrialPlan, cells: list[Cell], name: str, concurrent: int) -> An
             mode=options.mode,
             max_t=steps,
             grace_period=min(base.train.checkpoint_every, steps),
+            # A trial that reaches max_t ends by itself (its Ray Train run returns, the
+            # loop writes its summary and the trial its end record); True would stop it at
+            # its last report instead.
+            stop_last_trials=False,
         )
     param_space: dict[str, Any] = {
         "cell": tune.grid_search([{**asdict(c), "overrides": list(c.overrides)} for c in cells])
@@ -545,11 +549,27 @@ def run_sweep(
                 ray.shutdown()
     results = dict(cached)
     failed = []
+    events = trial_events(settings.out)
     for result in grid or []:
         cell = plan.cell(result.config)
         if result.error is not None:
             failed.append(f"{cell.key}: {str(result.error).strip().splitlines()[-1]}")
             continue
+        if cell.key not in events or events[cell.key][-1]["event"] != "end":
+            # Tune ended the trial without its run returning: the scheduler stopped it.
+            metrics = result.metrics or {}
+            _record(
+                settings.out,
+                cell,
+                {
+                    "event": "end",
+                    # Tune's time of the trial's last report
+                    "time": float(metrics.get("timestamp") or time.time()),
+                    "trial_id": metrics.get("trial_id"),
+                    "steps": metrics.get("step"),
+                    "stopped_by_scheduler": True,
+                },
+            )
         results[cell] = evaluate_trial(settings, cell, result.metrics or {}, log)
     if not results:
         raise SweepFailed(f"every trial failed: {'; '.join(failed)}")
@@ -635,6 +655,7 @@ def trial_rows(events: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     "steps": None,
                     "resumed_from_step": None,
                     "worker_node": None,
+                    "stopped_by_scheduler": False,
                 }
             elif record["event"] == "end" and attempt is not None:
                 workers = record.get("workers") or [{}]
@@ -643,6 +664,7 @@ def trial_rows(events: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     steps=record.get("steps"),
                     resumed_from_step=record.get("resumed_from_ray_checkpoint"),
                     worker_node=workers[0].get("node_id"),
+                    stopped_by_scheduler=bool(record.get("stopped_by_scheduler")),
                 )
                 rows.append(attempt)
                 attempt = None
@@ -681,6 +703,7 @@ def write_trial_table(out: Path) -> Path:
         "steps",
         "continues_ray_train_run",
         "resumed_from_step",
+        "stopped_by_scheduler",
     ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fields)
