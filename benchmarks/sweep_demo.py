@@ -106,9 +106,14 @@ class Cluster:
         return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
 
     def start(self) -> dict[str, str]:
+        # The dashboard serves Ray's State API, which Ray Train's PlacementGroupCleaner
+        # polls to see whether a run's controller is alive. In a run without it, killing
+        # one trial's worker also ended the other trial's worker group ("its placement
+        # group was removed"); see docs/results/sweep.md.
         self._start(
-            "raylet_head", "--head", "--port", str(self.gcs), "--include-dashboard", "false"
-        )
+            "raylet_head", "--head", "--port", str(self.gcs), "--include-dashboard", "true",
+            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
+        )  # fmt: skip
         self._wait(1)
         self._start("raylet_second", "--address", self.address)
         return self._wait(2)

@@ -17,8 +17,10 @@ from mmtrain.sweep import (
     grid_cells,
     overlapping,
     parse_grid,
+    run_sweep,
     split_values,
     sweep_settings,
+    trial_events,
     trial_rows,
     unfinished_cells,
     write_trial_table,
@@ -111,3 +113,51 @@ def _record_all(out: Path, key: str, records: list[dict[str, object]]) -> None:
     path = out / "trials" / f"{key}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.slow
+def test_random_search_with_asha_on_local_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--search random --trials 2 --range optim.lr=... --asha eval/is_ll` on a local Ray
+    instance: both trials end (by themselves at the last step, or stopped by ASHA at its
+    rung), each is evaluated, and the table has one row per sampled learning rate."""
+    from mmtrain.evaluation.runner import EvalOptions
+
+    for name, value in (
+        ("RAY_AUTH_MODE", "disabled"),
+        ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+        ("RAY_USAGE_STATS_ENABLED", "0"),
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_DATASETS_OFFLINE", "1"),
+    ):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("eval_split: null", "eval_split: train, checkpoint_every: 4"))
+    settings = sweep_settings(
+        config,
+        {},
+        [0],
+        out=tmp_path / "out",
+        eval_options=EvalOptions(is_samples=2, max_examples=100, classifier_epochs=1),
+        progress=False,
+    )
+    options = SweepOptions(
+        search="random",
+        trials=2,
+        ranges=[Range.parse("optim.lr=loguniform:1e-3:1e-2")],
+        asha="eval/is_ll",
+        cpus_per_trial=0.5,
+        max_failures=0,
+        quiet=True,
+    )
+    outcome = run_sweep(settings, options)
+    rows = trial_rows(trial_events(settings.out))
+    assert len(rows) == 2 and len({r["cell"] for r in rows}) == 2
+    for row in rows:
+        assert row["end"] is not None, row
+        # ASHA's one rung is step 4: a trial it stops there ends at step 4.
+        assert row["steps"] == (4 if row["stopped_by_scheduler"] else 8), row
+    assert len(outcome["summary"]) == 2
+    assert (settings.out / "trials.csv").is_file() and Path(outcome["markdown"]).is_file()
