@@ -566,7 +566,7 @@ def run_sweep(
                     # Tune's time of the trial's last report
                     "time": float(metrics.get("timestamp") or time.time()),
                     "trial_id": metrics.get("trial_id"),
-                    "steps": metrics.get("step"),
+                    "steps": None if metrics.get("step") is None else int(metrics["step"]),
                     "stopped_by_scheduler": True,
                 },
             )
