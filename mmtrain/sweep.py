@@ -65,6 +65,8 @@ SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
 #: grid keys that are the compare table's own dimensions
 AGGREGATOR_KEY, OBJECTIVE_KEY = "model.aggregator", "model.objective"
+#: `--search`: every grid point; random samples of `--range`s; Optuna's TPE over them
+SEARCHES = ("grid", "random", "optuna")
 #: `--range KEY=DIST:LOW:HIGH` distributions (Ray Tune's sampling functions)
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 #: bytes of memory a trial's driver function asks Ray for (it holds no CPU)
@@ -204,6 +206,8 @@ class SweepOptions:
     trials: int = 1
     ranges: list[Range] = field(default_factory=list)
     asha: str | None = None
+    #: what `--search optuna` optimises (default: `--asha`'s metric)
+    metric: str | None = None
     mode: str = "max"
     workers_per_trial: int = 1
     cpus_per_trial: float = 1.0
@@ -214,13 +218,24 @@ class SweepOptions:
     resume: bool = False
     quiet: bool = False
 
+    @property
+    def objective_metric(self) -> str | None:
+        """The validation metric the search or the scheduler watches, if any."""
+        return self.metric or self.asha
+
     def validate(self) -> SweepOptions:
-        if self.search not in ("grid", "random"):
-            raise ConfigError(f"--search must be grid or random, got {self.search!r}")
+        if self.search not in SEARCHES:
+            raise ConfigError(f"--search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         if self.search == "grid" and (self.ranges or self.trials != 1):
-            raise ConfigError("--range and --trials need --search random")
-        if self.search == "random" and not self.ranges:
-            raise ConfigError("--search random needs at least one --range KEY=DIST:LOW:HIGH")
+            raise ConfigError("--range and --trials need --search random or optuna")
+        if self.search != "grid" and not self.ranges:
+            raise ConfigError(
+                f"--search {self.search} needs at least one --range KEY=DIST:LOW:HIGH"
+            )
+        if self.search == "optuna" and self.objective_metric is None:
+            raise ConfigError("--search optuna needs --metric METRIC (or --asha METRIC)")
+        if self.metric is not None and self.search != "optuna":
+            raise ConfigError("--metric is what --search optuna optimises; use --asha for ASHA")
         if self.trials < 1 or self.workers_per_trial < 1:
             raise ConfigError("--trials and --workers-per-trial must be at least 1")
         if self.cpus_per_trial < 0 or self.gpus_per_trial < 0:
@@ -245,6 +260,7 @@ class SweepOptions:
             "trials": self.trials,
             "ranges": [asdict(r) for r in self.ranges],
             "asha": self.asha,
+            "metric": self.metric,
             "mode": self.mode,
         }
 
@@ -255,16 +271,18 @@ def asha_overrides(settings: CompareSettings, options: SweepOptions) -> list[str
     run keeps its best checkpoint by it (unless the config keeps one by another)."""
     from mmtrain.train.monitor import canonical_metric, check_metric
 
-    if options.asha is None:
+    name = options.objective_metric
+    if name is None:
         return []
-    metric = canonical_metric(options.asha)
+    flag = "--asha" if options.metric is None else "--metric"
+    metric = canonical_metric(name)
     for objective in settings.objectives:
-        check_metric(metric, objective, "--asha")
+        check_metric(metric, objective, flag)
     base = load_config(config_file(settings), settings.overrides)
     every, checkpoints = base.train.eval_every, base.train.checkpoint_every
     if not every or not checkpoints or checkpoints % every:
         raise ConfigError(
-            f"--asha {options.asha} needs train.eval_every and a train.checkpoint_every that "
+            f"{flag} {name} needs train.eval_every and a train.checkpoint_every that "
             f"is a multiple of it (each checkpoint report carries the validation); the config "
             f"has eval_every {every}, checkpoint_every {checkpoints}"
         )
@@ -405,8 +423,11 @@ def _tuner(plan: TrialPlan, cells: list[Cell], name: str, concurrent: int) -> An
             # its last report instead.
             stop_last_trials=False,
         )
+    points = [{**asdict(c), "overrides": list(c.overrides)} for c in cells]
+    search_alg = optuna_searcher(options) if options.search == "optuna" else None
     param_space: dict[str, Any] = {
-        "cell": tune.grid_search([{**asdict(c), "overrides": list(c.overrides)} for c in cells])
+        # Ray Tune's searchers take no grid_search: with Optuna the one point is a constant.
+        "cell": points[0] if search_alg is not None else tune.grid_search(points)
     }
     if options.ranges:
         param_space["ranges"] = {r.key: r.domain() for r in options.ranges}
@@ -415,6 +436,7 @@ def _tuner(plan: TrialPlan, cells: list[Cell], name: str, concurrent: int) -> An
         param_space=param_space,
         tune_config=tune.TuneConfig(
             num_samples=options.trials,
+            search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=concurrent,
             trial_dirname_creator=_trial_dirname,
@@ -426,6 +448,34 @@ def _tuner(plan: TrialPlan, cells: list[Cell], name: str, concurrent: int) -> An
             verbose=0 if options.quiet else 1,
         ),
     )
+
+
+def check_search(cells: list[Cell], options: SweepOptions) -> None:
+    """`--search optuna`, before Ray starts: Optuna is installed, and the sweep has one
+    grid point (Ray Tune's searchers take no grid)."""
+    if options.search != "optuna":
+        return
+    optuna_searcher(options)
+    if len(cells) != 1:
+        raise ConfigError(
+            f"--search optuna tunes the --range keys of one grid point (one aggregator, "
+            f"objective and seed, no other --grid keys); this sweep has {len(cells)}: run one "
+            f"sweep per point, or use --search random"
+        )
+
+
+def optuna_searcher(options: SweepOptions) -> Any:
+    """Ray Tune's `OptunaSearch` (TPE) on `options.objective_metric`, or a `ConfigError`
+    that says how to install Optuna."""
+    try:
+        import optuna  # noqa: F401
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise ConfigError("--search optuna needs the optuna package: pip install optuna") from None
+    from mmtrain.train.monitor import canonical_metric
+
+    assert options.objective_metric is not None
+    return OptunaSearch(metric=canonical_metric(options.objective_metric), mode=options.mode)
 
 
 def _trainable(plan: TrialPlan) -> Any:
@@ -512,6 +562,7 @@ def run_sweep(
     )
     settings.out.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(settings)
+    check_search(cells, options)
     check_cells(settings, cells, options)
     cached = {c: s for c in cells if (s := saved_cell(settings, c, log)) is not None}
     todo = [c for c in cells if c not in cached]
@@ -740,6 +791,7 @@ def overlapping(events: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str,
 __all__ = [
     "Range",
     "SweepFailed",
+    "check_search",
     "SweepOptions",
     "TrialPlan",
     "grid_cells",

@@ -4,6 +4,7 @@ bad grid key refused with the schema's message before any trial starts."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from mmtrain.sweep import (
     Range,
     SweepOptions,
     check_cells,
+    check_search,
     grid_cells,
     overlapping,
     parse_grid,
@@ -161,3 +163,25 @@ def test_random_search_with_asha_on_local_ray(
         assert row["steps"] == (4 if row["stopped_by_scheduler"] else 8), row
     assert len(outcome["summary"]) == 2
     assert (settings.out / "trials.csv").is_file() and Path(outcome["markdown"]).is_file()
+
+
+def test_optuna_search_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    lr = Range.parse("optim.lr=loguniform:1e-4:1e-2")
+    with pytest.raises(ConfigError, match="needs --metric"):
+        SweepOptions(search="optuna", ranges=[lr]).validate()
+    with pytest.raises(ConfigError, match="--range"):
+        SweepOptions(search="optuna", metric="eval/is_ll").validate()
+    with pytest.raises(ConfigError, match="--metric is what --search optuna"):
+        SweepOptions(search="random", ranges=[lr], metric="eval/is_ll").validate()
+    options = SweepOptions(search="optuna", ranges=[lr], trials=4, metric="eval/is_ll").validate()
+    one, two = Cell("poe", "masked", 0), Cell("poe", "masked", 1)
+    check_search([Cell("sum_pooling", "masked", 0)], SweepOptions())
+    # Without Optuna installed: the error says how to install it, before Ray starts.
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(ConfigError, match="pip install optuna"):
+        check_search([one], options)
+    monkeypatch.undo()
+    pytest.importorskip("optuna")
+    with pytest.raises(ConfigError, match="one grid point"):
+        check_search([one, two], options)
+    check_search([one], options)
