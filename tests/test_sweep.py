@@ -142,7 +142,14 @@ def test_random_search_with_asha_on_local_ray(
         {},
         [0],
         out=tmp_path / "out",
-        eval_options=EvalOptions(is_samples=2, max_examples=100, classifier_epochs=1),
+        eval_options=EvalOptions(
+            is_samples=2,
+            max_examples=100,
+            max_train_examples=300,
+            probe_examples=100,
+            classifier_epochs=1,
+            joint_samples=100,
+        ),
         progress=False,
     )
     options = SweepOptions(
