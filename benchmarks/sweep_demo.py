@@ -267,7 +267,9 @@ def table(out: Path, nodes: dict[str, str]) -> list[dict[str, Any]]:
     return rows
 
 
-def demo_worker_kill(args: argparse.Namespace, cluster: Cluster, env: dict[str, str]) -> dict:
+def demo_worker_kill(
+    args: argparse.Namespace, cluster: Cluster, env: dict[str, str]
+) -> dict[str, Any]:
     out = args.out / "sweep"
     command = sweep_command(args.config, cluster.address, out, args.steps)
     process, marks = run_phase("sweep + worker kill", command, args.out / "sweep.log", env, cluster)
@@ -299,7 +301,9 @@ def demo_worker_kill(args: argparse.Namespace, cluster: Cluster, env: dict[str, 
     }
 
 
-def demo_driver_kill(args: argparse.Namespace, cluster: Cluster, env: dict[str, str]) -> dict:
+def demo_driver_kill(
+    args: argparse.Namespace, cluster: Cluster, env: dict[str, str]
+) -> dict[str, Any]:
     out = args.out / "resume"
     command = sweep_command(args.config, cluster.address, out, args.steps)
     process, marks = run_phase("driver kill", command, args.out / "resume.log", env, cluster)

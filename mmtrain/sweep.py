@@ -1,6 +1,6 @@
-"""`run_sweep`: a grid (or random search) over config keys on Ray Tune, each trial the Ray
-Train run that `mmtrain train --ray` starts, then `mmtrain eval` of every trial and the
-compare table (mean ± std over seeds).
+"""`run_sweep`: a grid (or a random or Optuna search) over config keys on Ray Tune, each
+trial the Ray Train run that `mmtrain train --ray` starts, then `mmtrain eval` of every trial
+and the compare table (mean ± std over seeds).
 
 Ray Train's documented way to tune a trainer (Train V2, Ray's default since 2.5x): each
 Tune trial runs a small driver function (`run_trial`) that builds the `TorchTrainer` of
@@ -14,6 +14,9 @@ loop's checkpoint reports (training and validation metrics) to Tune, where an op
       └─ trial: TorchTrainer(train_loop_per_worker, ScalingConfig(workers per trial),
                              RunConfig(storage_path=OUT/ray/NAME/train, name=CELL,
                                        FailureConfig(max_failures)))
+
+Every trial appends its start and end to `OUT/trials/<cell>.jsonl`; `OUT/trials.csv` is one
+row per attempt (`trial_rows`), and `unfinished_cells` are the ones a `--resume` reruns.
 
 Failures: a dead worker makes Ray Train restart the trial's worker group from its last
 reported checkpoint (`--max-failures`). A dead driver leaves the Tune experiment in
