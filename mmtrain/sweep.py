@@ -1,6 +1,6 @@
-"""`run_sweep`: a grid (or random search) over config keys on Ray Tune, each trial the Ray
-Train run that `mmtrain train --ray` starts, then `mmtrain eval` of every trial and the
-compare table (mean ± std over seeds).
+"""`run_sweep`: a grid (or a random or Optuna search) over config keys on Ray Tune, each
+trial the Ray Train run that `mmtrain train --ray` starts, then `mmtrain eval` of every trial
+and the compare table (mean ± std over seeds).
 
 Ray Train's documented way to tune a trainer (Train V2, Ray's default since 2.5x): each
 Tune trial runs a small driver function (`run_trial`) that builds the `TorchTrainer` of
@@ -14,6 +14,9 @@ loop's checkpoint reports (training and validation metrics) to Tune, where an op
       └─ trial: TorchTrainer(train_loop_per_worker, ScalingConfig(workers per trial),
                              RunConfig(storage_path=OUT/ray/NAME/train, name=CELL,
                                        FailureConfig(max_failures)))
+
+Every trial appends its start and end to `OUT/trials/<cell>.jsonl`; `OUT/trials.csv` is one
+row per attempt (`trial_rows`), and `unfinished_cells` are the ones a `--resume` reruns.
 
 Failures: a dead worker makes Ray Train restart the trial's worker group from its last
 reported checkpoint (`--max-failures`). A dead driver leaves the Tune experiment in
@@ -65,6 +68,8 @@ SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
 #: grid keys that are the compare table's own dimensions
 AGGREGATOR_KEY, OBJECTIVE_KEY = "model.aggregator", "model.objective"
+#: `--search`: every grid point; random samples of `--range`s; Optuna's TPE over them
+SEARCHES = ("grid", "random", "optuna")
 #: `--range KEY=DIST:LOW:HIGH` distributions (Ray Tune's sampling functions)
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 #: bytes of memory a trial's driver function asks Ray for (it holds no CPU)
@@ -204,6 +209,8 @@ class SweepOptions:
     trials: int = 1
     ranges: list[Range] = field(default_factory=list)
     asha: str | None = None
+    #: what `--search optuna` optimises (default: `--asha`'s metric)
+    metric: str | None = None
     mode: str = "max"
     workers_per_trial: int = 1
     cpus_per_trial: float = 1.0
@@ -214,13 +221,24 @@ class SweepOptions:
     resume: bool = False
     quiet: bool = False
 
+    @property
+    def objective_metric(self) -> str | None:
+        """The validation metric the search or the scheduler watches, if any."""
+        return self.metric or self.asha
+
     def validate(self) -> SweepOptions:
-        if self.search not in ("grid", "random"):
-            raise ConfigError(f"--search must be grid or random, got {self.search!r}")
+        if self.search not in SEARCHES:
+            raise ConfigError(f"--search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         if self.search == "grid" and (self.ranges or self.trials != 1):
-            raise ConfigError("--range and --trials need --search random")
-        if self.search == "random" and not self.ranges:
-            raise ConfigError("--search random needs at least one --range KEY=DIST:LOW:HIGH")
+            raise ConfigError("--range and --trials need --search random or optuna")
+        if self.search != "grid" and not self.ranges:
+            raise ConfigError(
+                f"--search {self.search} needs at least one --range KEY=DIST:LOW:HIGH"
+            )
+        if self.search == "optuna" and self.objective_metric is None:
+            raise ConfigError("--search optuna needs --metric METRIC (or --asha METRIC)")
+        if self.metric is not None and self.search != "optuna":
+            raise ConfigError("--metric is what --search optuna optimises; use --asha for ASHA")
         if self.trials < 1 or self.workers_per_trial < 1:
             raise ConfigError("--trials and --workers-per-trial must be at least 1")
         if self.cpus_per_trial < 0 or self.gpus_per_trial < 0:
@@ -245,6 +263,7 @@ class SweepOptions:
             "trials": self.trials,
             "ranges": [asdict(r) for r in self.ranges],
             "asha": self.asha,
+            "metric": self.metric,
             "mode": self.mode,
         }
 
@@ -255,16 +274,18 @@ def asha_overrides(settings: CompareSettings, options: SweepOptions) -> list[str
     run keeps its best checkpoint by it (unless the config keeps one by another)."""
     from mmtrain.train.monitor import canonical_metric, check_metric
 
-    if options.asha is None:
+    name = options.objective_metric
+    if name is None:
         return []
-    metric = canonical_metric(options.asha)
+    flag = "--asha" if options.metric is None else "--metric"
+    metric = canonical_metric(name)
     for objective in settings.objectives:
-        check_metric(metric, objective, "--asha")
+        check_metric(metric, objective, flag)
     base = load_config(config_file(settings), settings.overrides)
     every, checkpoints = base.train.eval_every, base.train.checkpoint_every
     if not every or not checkpoints or checkpoints % every:
         raise ConfigError(
-            f"--asha {options.asha} needs train.eval_every and a train.checkpoint_every that "
+            f"{flag} {name} needs train.eval_every and a train.checkpoint_every that "
             f"is a multiple of it (each checkpoint report carries the validation); the config "
             f"has eval_every {every}, checkpoint_every {checkpoints}"
         )
@@ -400,9 +421,16 @@ def _tuner(plan: TrialPlan, cells: list[Cell], name: str, concurrent: int) -> An
             mode=options.mode,
             max_t=steps,
             grace_period=min(base.train.checkpoint_every, steps),
+            # A trial that reaches max_t ends by itself (its Ray Train run returns, the
+            # loop writes its summary and the trial its end record); True would stop it at
+            # its last report instead.
+            stop_last_trials=False,
         )
+    points = [{**asdict(c), "overrides": list(c.overrides)} for c in cells]
+    search_alg = optuna_searcher(options) if options.search == "optuna" else None
     param_space: dict[str, Any] = {
-        "cell": tune.grid_search([{**asdict(c), "overrides": list(c.overrides)} for c in cells])
+        # Ray Tune's searchers take no grid_search: with Optuna the one point is a constant.
+        "cell": points[0] if search_alg is not None else tune.grid_search(points)
     }
     if options.ranges:
         param_space["ranges"] = {r.key: r.domain() for r in options.ranges}
@@ -411,6 +439,7 @@ def _tuner(plan: TrialPlan, cells: list[Cell], name: str, concurrent: int) -> An
         param_space=param_space,
         tune_config=tune.TuneConfig(
             num_samples=options.trials,
+            search_alg=search_alg,
             scheduler=scheduler,
             max_concurrent_trials=concurrent,
             trial_dirname_creator=_trial_dirname,
@@ -422,6 +451,34 @@ def _tuner(plan: TrialPlan, cells: list[Cell], name: str, concurrent: int) -> An
             verbose=0 if options.quiet else 1,
         ),
     )
+
+
+def check_search(cells: list[Cell], options: SweepOptions) -> None:
+    """`--search optuna`, before Ray starts: Optuna is installed, and the sweep has one
+    grid point (Ray Tune's searchers take no grid)."""
+    if options.search != "optuna":
+        return
+    optuna_searcher(options)
+    if len(cells) != 1:
+        raise ConfigError(
+            f"--search optuna tunes the --range keys of one grid point (one aggregator, "
+            f"objective and seed, no other --grid keys); this sweep has {len(cells)}: run one "
+            f"sweep per point, or use --search random"
+        )
+
+
+def optuna_searcher(options: SweepOptions) -> Any:
+    """Ray Tune's `OptunaSearch` (TPE) on `options.objective_metric`, or a `ConfigError`
+    that says how to install Optuna."""
+    try:
+        import optuna  # noqa: F401
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise ConfigError("--search optuna needs the optuna package: pip install optuna") from None
+    from mmtrain.train.monitor import canonical_metric
+
+    assert options.objective_metric is not None
+    return OptunaSearch(metric=canonical_metric(options.objective_metric), mode=options.mode)
 
 
 def _trainable(plan: TrialPlan) -> Any:
@@ -508,6 +565,7 @@ def run_sweep(
     )
     settings.out.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(settings)
+    check_search(cells, options)
     check_cells(settings, cells, options)
     cached = {c: s for c in cells if (s := saved_cell(settings, c, log)) is not None}
     todo = [c for c in cells if c not in cached]
@@ -526,7 +584,11 @@ def run_sweep(
         try:
             concurrent = _concurrency(options, ray.cluster_resources())
             if options.resume:
-                log(f"resuming the sweep in {path}")
+                rerun = unfinished_cells(todo, trial_events(settings.out))
+                log(
+                    f"resuming the sweep in {path}: {len(todo) - len(rerun)} trial(s) finished, "
+                    f"{len(rerun)} to run: {', '.join(c.key for c in rerun) or 'none'}"
+                )
                 tuner = tune.Tuner.restore(
                     str(path), _trainable(plan), resume_unfinished=True, restart_errored=True
                 )
@@ -541,16 +603,33 @@ def run_sweep(
                 ray.shutdown()
     results = dict(cached)
     failed = []
+    events = trial_events(settings.out)
     for result in grid or []:
         cell = plan.cell(result.config)
         if result.error is not None:
             failed.append(f"{cell.key}: {str(result.error).strip().splitlines()[-1]}")
             continue
+        if cell.key not in events or events[cell.key][-1]["event"] != "end":
+            # Tune ended the trial without its run returning: the scheduler stopped it.
+            metrics = result.metrics or {}
+            _record(
+                settings.out,
+                cell,
+                {
+                    "event": "end",
+                    # Tune's time of the trial's last report
+                    "time": float(metrics.get("timestamp") or time.time()),
+                    "trial_id": metrics.get("trial_id"),
+                    "steps": None if metrics.get("step") is None else int(metrics["step"]),
+                    "stopped_by_scheduler": True,
+                },
+            )
         results[cell] = evaluate_trial(settings, cell, result.metrics or {}, log)
     if not results:
         raise SweepFailed(f"every trial failed: {'; '.join(failed)}")
     outcome = render_sweep(settings, results)
     outcome["trials"] = trial_events(settings.out)
+    outcome["trials_csv"] = str(write_trial_table(settings.out))
     outcome["failed"] = failed
     if failed:
         raise SweepFailed(f"{len(failed)} trial(s) failed: " + "; ".join(failed))
@@ -561,7 +640,7 @@ def _absolute(settings: CompareSettings) -> CompareSettings:
     """The settings with the paths that trials read made absolute: trials run in folders
     of their own, possibly on other machines (which then need the same paths)."""
     base = load_config(config_file(settings), settings.overrides)
-    source = ray_launcher._resolved_config(base)["data"]["source"]
+    source = ray_launcher.resolved_config(base)["data"]["source"]
     extra = [f"data.source={source}"] if source != base.data.source else []
     return replace(
         settings,
@@ -609,6 +688,93 @@ def worker_pids(out: Path, cell: Cell) -> list[int]:
     return [json.loads(p.read_text())["pid"] for p in sorted(directory.glob("rank-*.json"))]
 
 
+def trial_rows(events: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per attempt of each trial (a start and, unless its driver died, its end),
+    ordered by start: the cell, the Tune trial id, where its rank-0 worker ran, start and
+    end (`time.time()`), steps, and the step its Ray Train run resumed from."""
+    rows = []
+    for key, records in events.items():
+        attempt: dict[str, Any] | None = None
+        for record in records:
+            if record["event"] == "start":
+                if attempt is not None:
+                    rows.append(attempt)
+                attempt = {
+                    "cell": key,
+                    "attempt": sum(1 for r in rows if r["cell"] == key) + 1,
+                    "trial_id": record.get("trial_id"),
+                    "continues_ray_train_run": record.get("continues_ray_train_run", False),
+                    "start": record["time"],
+                    "end": None,
+                    "steps": None,
+                    "resumed_from_step": None,
+                    "worker_node": None,
+                    "stopped_by_scheduler": False,
+                }
+            elif record["event"] == "end" and attempt is not None:
+                workers = record.get("workers") or [{}]
+                attempt.update(
+                    end=record["time"],
+                    steps=record.get("steps"),
+                    resumed_from_step=record.get("resumed_from_ray_checkpoint"),
+                    worker_node=workers[0].get("node_id"),
+                    stopped_by_scheduler=bool(record.get("stopped_by_scheduler")),
+                )
+                rows.append(attempt)
+                attempt = None
+        if attempt is not None:
+            rows.append(attempt)
+    return sorted(rows, key=lambda row: row["start"])
+
+
+def unfinished_cells(cells: list[Cell], events: dict[str, list[dict[str, Any]]]) -> list[Cell]:
+    """The cells a resumed sweep still has to run: no trial end recorded after their last
+    start (never started, or started and cut off with the driver)."""
+    todo = []
+    for cell in cells:
+        records = events.get(cell.key, [])
+        if not records or records[-1]["event"] != "end":
+            todo.append(cell)
+    return todo
+
+
+def write_trial_table(out: Path) -> Path:
+    """`OUT/trials.csv`: `trial_rows` of the trial records, times in seconds after the
+    sweep's first trial start (the columns `start_s`, `end_s`, `seconds`)."""
+    import csv
+
+    rows = trial_rows(trial_events(out))
+    origin = min((row["start"] for row in rows), default=0.0)
+    path = out / "trials.csv"
+    fields = [
+        "cell",
+        "attempt",
+        "trial_id",
+        "worker_node",
+        "start_s",
+        "end_s",
+        "seconds",
+        "steps",
+        "continues_ray_train_run",
+        "resumed_from_step",
+        "stopped_by_scheduler",
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        for row in rows:
+            end = row["end"]
+            writer.writerow(
+                {
+                    **{k: row[k] for k in fields if k in row},
+                    "start_s": f"{row['start'] - origin:.1f}",
+                    "end_s": "" if end is None else f"{end - origin:.1f}",
+                    "seconds": "" if end is None else f"{end - row['start']:.1f}",
+                }
+            )
+    return path
+
+
 def overlapping(events: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, float]]:
     """Pairs of trials whose first attempts ran at the same time, with the seconds shared."""
     spans = {}
@@ -628,6 +794,7 @@ def overlapping(events: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str,
 __all__ = [
     "Range",
     "SweepFailed",
+    "check_search",
     "SweepOptions",
     "TrialPlan",
     "grid_cells",
@@ -636,4 +803,7 @@ __all__ = [
     "run_sweep",
     "sweep_settings",
     "trial_events",
+    "trial_rows",
+    "unfinished_cells",
+    "write_trial_table",
 ]

@@ -83,8 +83,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override a value of the config for every trial (repeatable)",
     )
     p.add_argument("--steps", type=int, help="training steps per trial (default: the config's)")
-    p.add_argument("--search", choices=["grid", "random"], default="grid")
-    p.add_argument("--trials", type=int, default=1, help="random search: samples per grid point")
+    p.add_argument(
+        "--search",
+        choices=["grid", "random", "optuna"],
+        default="grid",
+        help="grid: every --grid point; random: --trials samples of the --range keys per "
+        "point; optuna: --trials trials of Optuna's TPE over the --range keys, one grid point "
+        "(needs `pip install optuna` and --metric)",
+    )
+    p.add_argument(
+        "--trials", type=int, default=1, help="random / optuna search: trials per grid point"
+    )
     p.add_argument(
         "--range",
         dest="ranges",
@@ -98,7 +107,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="METRIC",
         help="stop poor trials early (ASHA) by this validation metric, e.g. val/is_ll",
     )
-    p.add_argument("--mode", choices=["max", "min"], default="max", help="of --asha's metric")
+    p.add_argument(
+        "--metric",
+        metavar="METRIC",
+        help="--search optuna: the validation metric to optimise (default: --asha's)",
+    )
+    p.add_argument(
+        "--mode", choices=["max", "min"], default="max", help="of --asha's and --metric's metric"
+    )
     add_ray_trial_options(p)
     p.add_argument("--out", type=Path, help="output directory (default runs/sweep-CONFIG)")
     add_eval_options(p)
@@ -163,7 +179,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     options = sweep_options(
-        args, search=args.search, trials=args.trials, asha=args.asha, mode=args.mode
+        args,
+        search=args.search,
+        trials=args.trials,
+        asha=args.asha,
+        metric=args.metric,
+        mode=args.mode,
     )
     print_outcome(run_sweep(settings, options))
     return 0

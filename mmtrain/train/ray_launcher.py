@@ -107,7 +107,7 @@ def worker_resources(args: argparse.Namespace) -> dict[str, float]:
     return resources
 
 
-def _resolved_config(config: TrainConfig) -> dict[str, Any]:
+def resolved_config(config: TrainConfig) -> dict[str, Any]:
     """The config as workers get it: `output_dir`, and a `data.source` that names local
     files relative to the driver's working directory, made absolute (Ray workers run in a
     directory of their own)."""
@@ -132,7 +132,7 @@ def run_with_ray(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any
         raise ConfigError(f"--num-workers must be ≥ 1, got {args.num_workers}")
     resources = worker_resources(args)
     resume = str(args.resume) if getattr(args, "resume", None) else None
-    output = Path(_resolved_config(config)["output_dir"])
+    output = Path(resolved_config(config)["output_dir"])
     # Checked here, before Ray starts: the workers must not move the folder that holds
     # Ray's own storage (`output_dir/ray` by default).
     moved = rundir.check_or_move_aside(output, resume, bool(getattr(args, "overwrite", False)))
@@ -185,7 +185,7 @@ def build_trainer(
 
     # The run id lets a worker group that Ray restarts before the first checkpoint start
     # over in the folder its first attempt wrote, which would otherwise look like another run.
-    loop_config = {"config": _resolved_config(config), "resume": resume, "run_id": name}
+    loop_config = {"config": resolved_config(config), "resume": resume, "run_id": name}
     run_config = RunConfig(
         name=name,
         storage_path=storage,

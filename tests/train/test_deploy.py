@@ -207,6 +207,7 @@ def test_deploy_has_every_recipe() -> None:
         "README.md",
         "ray/cluster.yaml",
         "k8s/rayjob.yaml",
+        "k8s/rayjob-sweep.yaml",
         "slurm/mmtrain-ray.sbatch",
         "slurm/mmtrain-accelerate.sbatch",
     ):
@@ -244,12 +245,30 @@ def test_ray_cluster_config_passes_rays_schema() -> None:
     assert gpu_types and "gpu" in config["docker"]["image"]
 
 
-def test_rayjob_is_kuberay_v1_with_gpu_workers() -> None:
-    documents = list(yaml.safe_load_all((DEPLOY / "k8s" / "rayjob.yaml").read_text()))
+@pytest.mark.parametrize(
+    ("name", "command"), [("rayjob.yaml", "train"), ("rayjob-sweep.yaml", "sweep")]
+)
+def test_rayjob_is_kuberay_v1_with_gpu_workers(name: str, command: str) -> None:
+    documents = list(yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()))
     (job,) = [d for d in documents if d["kind"] == "RayJob"]
     assert job["apiVersion"] == "ray.io/v1"
     spec = job["spec"]
-    assert spec["entrypoint"].startswith("mmtrain train ") and "--ray" in spec["entrypoint"]
+    entrypoint = spec["entrypoint"].split()
+    assert entrypoint[:2] == ["mmtrain", command]
+    # `mmtrain train` runs on Ray with --ray; a sweep always does, on the job's cluster.
+    assert "--ray" in entrypoint if command == "train" else "--address" in entrypoint
+    if command == "sweep":
+        # Trials write under --out, which every pod must see: the shared volume.
+        out = entrypoint[entrypoint.index("--out") + 1]
+        mounts = [
+            mount["mountPath"]
+            for group in [spec["rayClusterSpec"]["headGroupSpec"]]
+            + spec["rayClusterSpec"]["workerGroupSpecs"]
+            for mount in group["template"]["spec"]["containers"][0]["volumeMounts"]
+            if mount["name"] == "runs"
+        ]
+        assert len(mounts) == 1 + len(spec["rayClusterSpec"]["workerGroupSpecs"])
+        assert all(out.startswith(path + "/") for path in mounts), (out, mounts)
     cluster = spec["rayClusterSpec"]
     assert "headGroupSpec" in cluster
     for group in cluster["workerGroupSpecs"]:
@@ -285,6 +304,7 @@ def test_every_mmtrain_command_parses() -> None:
     for required in (
         "README.md",
         "k8s/rayjob.yaml",
+        "k8s/rayjob-sweep.yaml",
         "ray/cluster.yaml",
         "slurm/mmtrain-ray.sbatch",
         "slurm/mmtrain-accelerate.sbatch",

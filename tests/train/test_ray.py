@@ -299,6 +299,6 @@ def test_workers_get_absolute_local_paths(tmp_path: Path, monkeypatch: pytest.Mo
         ("ivae-bimodal", "ivae-bimodal"),
     ]:
         config = load_config(None, [f"data.source={source}", "output_dir=out"])
-        resolved = ray_launcher._resolved_config(config)
+        resolved = ray_launcher.resolved_config(config)
         assert resolved["data"]["source"] == expected
         assert resolved["output_dir"] == str(tmp_path / "out")
