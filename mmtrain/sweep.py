@@ -552,9 +552,6 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Tune every cell of `settings` that has no saved result (or restore the sweep with
     `options.resume`), evaluate the trials, and write the compare table (`render`)."""
-    import ray
-    from ray import tune
-
     settings.validate()
     options.validate()
     if settings.simulated:
@@ -575,32 +572,69 @@ def run_sweep(
     (settings.out / SWEEP_FILE).write_text(
         json.dumps({"name": name, "path": str(path), **_sweep_record(settings, options)}, indent=1)
     )
-    grid = None
-    if todo or options.resume:
-        started_here = not ray.is_initialized()
+    grid = _fit(settings, options, plan, todo, name, path, log)
+    results, failed = _collect(settings, plan, grid, cached, log)
+    if not results:
+        raise SweepFailed(f"every trial failed: {'; '.join(failed)}")
+    outcome = render_sweep(settings, results)
+    outcome["trials"] = trial_events(settings.out)
+    outcome["trials_csv"] = str(write_trial_table(settings.out))
+    outcome["failed"] = failed
+    if failed:
+        raise SweepFailed(f"{len(failed)} trial(s) failed: " + "; ".join(failed))
+    return outcome
+
+
+def _fit(
+    settings: CompareSettings,
+    options: SweepOptions,
+    plan: TrialPlan,
+    todo: list[Cell],
+    name: str,
+    path: Path,
+    log: Log,
+) -> Any:
+    """Run (or with `options.resume` restore) the Tune experiment of the `todo` cells; its
+    result grid, or None when every cell was saved already."""
+    import ray
+    from ray import tune
+
+    if not todo and not options.resume:
+        return None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=ray_launcher.cluster_address(options.address), logging_level="warning")
+    try:
+        concurrent = _concurrency(options, ray.cluster_resources())
+        if options.resume:
+            rerun = unfinished_cells(todo, trial_events(settings.out))
+            log(
+                f"resuming the sweep in {path}: {len(todo) - len(rerun)} trial(s) finished, "
+                f"{len(rerun)} to run: {', '.join(c.key for c in rerun) or 'none'}"
+            )
+            tuner = tune.Tuner.restore(
+                str(path), _trainable(plan), resume_unfinished=True, restart_errored=True
+            )
+        else:
+            log(
+                f"{len(todo)} trial(s) × {options.trials} sample(s), {concurrent} at a time → {path}"
+            )
+            tuner = _tuner(plan, todo, name, concurrent)
+        return tuner.fit()
+    finally:
         if started_here:
-            address = ray_launcher.cluster_address(options.address)
-            ray.init(address=address, logging_level="warning")
-        try:
-            concurrent = _concurrency(options, ray.cluster_resources())
-            if options.resume:
-                rerun = unfinished_cells(todo, trial_events(settings.out))
-                log(
-                    f"resuming the sweep in {path}: {len(todo) - len(rerun)} trial(s) finished, "
-                    f"{len(rerun)} to run: {', '.join(c.key for c in rerun) or 'none'}"
-                )
-                tuner = tune.Tuner.restore(
-                    str(path), _trainable(plan), resume_unfinished=True, restart_errored=True
-                )
-            else:
-                log(
-                    f"{len(todo)} trial(s) × {options.trials} sample(s), {concurrent} at a time → {path}"
-                )
-                tuner = _tuner(plan, todo, name, concurrent)
-            grid = tuner.fit()
-        finally:
-            if started_here:
-                ray.shutdown()
+            ray.shutdown()
+
+
+def _collect(
+    settings: CompareSettings,
+    plan: TrialPlan,
+    grid: Any,
+    cached: dict[Cell, dict[str, Any]],
+    log: Log,
+) -> tuple[dict[Cell, dict[str, Any]], list[str]]:
+    """The saved cells plus every finished trial, evaluated; and the failed trials' errors.
+    A trial the scheduler stopped gets its end record here (its run never returned)."""
     results = dict(cached)
     failed = []
     events = trial_events(settings.out)
@@ -610,7 +644,6 @@ def run_sweep(
             failed.append(f"{cell.key}: {str(result.error).strip().splitlines()[-1]}")
             continue
         if cell.key not in events or events[cell.key][-1]["event"] != "end":
-            # Tune ended the trial without its run returning: the scheduler stopped it.
             metrics = result.metrics or {}
             _record(
                 settings.out,
@@ -625,15 +658,7 @@ def run_sweep(
                 },
             )
         results[cell] = evaluate_trial(settings, cell, result.metrics or {}, log)
-    if not results:
-        raise SweepFailed(f"every trial failed: {'; '.join(failed)}")
-    outcome = render_sweep(settings, results)
-    outcome["trials"] = trial_events(settings.out)
-    outcome["trials_csv"] = str(write_trial_table(settings.out))
-    outcome["failed"] = failed
-    if failed:
-        raise SweepFailed(f"{len(failed)} trial(s) failed: " + "; ".join(failed))
-    return outcome
+    return results, failed
 
 
 def _absolute(settings: CompareSettings) -> CompareSettings:
