@@ -5,6 +5,7 @@ and compared with the run's `metrics.jsonl` and `config.json`; nothing contacts 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,24 @@ def wandb_records(path: Path) -> Iterator[Any]:
             yield record
 
 
+def read_wandb_log(path: Path) -> tuple[dict[int, dict[str, float]], dict[str, Any], str | None]:
+    """The history rows by step, the config and the project recorded in a W&B log."""
+    history: dict[int, dict[str, float]] = {}
+    config: dict[str, Any] = {}
+    project = None
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            values = {_item_key(i): json.loads(i.value_json) for i in record.history.item}
+            kept = {k: v for k, v in values.items() if not k.startswith("_")}
+            history.setdefault(record.history.step.num, {}).update(kept)
+        elif kind in ("run", "config"):
+            update = record.run.config.update if kind == "run" else record.config.update
+            config |= {_item_key(i): json.loads(i.value_json) for i in update}
+            project = record.run.project if kind == "run" else project
+    return history, config, project
+
+
 def _item_key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
@@ -260,21 +279,17 @@ def test_wandb_offline_run_holds_the_jsonl_metrics_and_the_config(
     train(tiny_config(tmp_path, *SHORT, "train.log_with=[wandb]"), progress=False)
     run = tmp_path / "run"
     (log,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
-    history: dict[int, dict[str, float]] = {}
-    config: dict[str, Any] = {}
-    project = None
-    for record in wandb_records(log):
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            values = {_item_key(i): json.loads(i.value_json) for i in record.history.item}
-            kept = {k: v for k, v in values.items() if not k.startswith("_")}
-            history.setdefault(record.history.step.num, {}).update(kept)
-        elif kind in ("run", "config"):
-            update = record.run.config.update if kind == "run" else record.config.update
-            config |= {_item_key(i): json.loads(i.value_json) for i in update}
-            project = record.run.project if kind == "run" else project
-    assert project == "run", [r.WhichOneof("record_type") for r in wandb_records(log)]
     expected = jsonl_by_step(run)
+    # W&B's service process writes the log behind the run: on a loaded machine the last
+    # history row can land after `finish()` has returned. Wait for it (a row that never
+    # lands still fails below).
+    deadline = time.monotonic() + 60
+    while True:
+        history, config, project = read_wandb_log(log)
+        if sorted(history) == sorted(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert project == "run", [r.WhichOneof("record_type") for r in wandb_records(log)]
     assert sorted(history) == sorted(expected) == [4, 8]
     for step, values in expected.items():
         assert history[step] == {k: pytest.approx(v, rel=1e-12) for k, v in values.items()}
