@@ -138,6 +138,7 @@ PLOT_FIRST = (
     "is_ll",
     "is_ll_test",
     "cross_coherence",
+    "coherence_given/1",
     "joint_coherence",
     "latent_probe_all",
     "mcc_strong_out",
