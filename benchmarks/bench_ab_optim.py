@@ -12,7 +12,6 @@ Everything else in the step (model, objective, backward) is this checkout's code
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import math
 import statistics
@@ -23,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from bench_steps import AGGREGATORS, experiment, machine, time_steps
+from bench_steps import AGGREGATORS, experiment, machine, time_steps, write_csv
 
 from mmtrain import optim
 from mmtrain.data.loader import build_loader
@@ -106,12 +105,7 @@ def main() -> None:
             )
     geomean = math.exp(statistics.fmean(math.log(r) for r in ratios))
     print(f"geometric mean of the ratios: {geomean:.3f}×")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows)
 
 
 if __name__ == "__main__":

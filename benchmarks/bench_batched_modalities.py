@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_steps import machine
+from bench_steps import machine, write_csv
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -133,12 +132,7 @@ def main() -> None:
                     "ratio_to_loop": f"{ms / loop_ms:.3f}",
                 }
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows)
 
 
 if __name__ == "__main__":

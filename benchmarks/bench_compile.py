@@ -11,22 +11,16 @@ compilation, wall and CPU seconds) and the median wall / CPU ms of the steps aft
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch._dynamo
-from bench_steps import experiment, machine
+from bench_steps import experiment, machine, time_steps, write_csv
 from torch._dynamo.utils import counters
 
-from mmtrain.batch import Batch
 from mmtrain.config import TrainConfig
 from mmtrain.data.loader import BatchLoader, build_loader
-from mmtrain.factory import build_model
-from mmtrain.objectives import ObjectiveModule
-from mmtrain.optim import build_optimizer, postprocess_gradients
 
 
 def timed_steps(
@@ -34,29 +28,9 @@ def timed_steps(
 ) -> tuple[list[float], list[float], int]:
     """Wall and CPU seconds of each step (the first includes compilation) and the number
     of graphs Dynamo compiled."""
-    torch.manual_seed(0)
     torch._dynamo.reset()
     counters.clear()
-    model = build_model(config.model, loader.plugins)
-    module = ObjectiveModule.from_config(model, config.model)
-    step_fn = torch.compile(module) if compiled else module
-    optimizer = build_optimizer(model.parameters(), "adam", config.optim.lr)
-    batches: list[Batch] = []
-    epoch = 0
-    while len(batches) < steps:
-        loader.set_epoch(epoch)
-        batches.extend(loader)
-        epoch += 1
-    walls, cpus = [], []
-    for batch in batches[:steps]:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        out = step_fn(batch)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        postprocess_gradients(model.parameters(), "elementwise", config.optim.gradient.clip)
-        optimizer.step()
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - cpu_start)
+    walls, cpus = time_steps(config, loader, warmup=0, steps=steps, compiled=compiled)
     return walls, cpus, int(counters["stats"]["unique_graphs"])
 
 
@@ -108,12 +82,7 @@ def main() -> None:
                 f"{row['graphs']} graph(s)",
                 flush=True,
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows)
 
 
 if __name__ == "__main__":

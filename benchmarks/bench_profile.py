@@ -17,7 +17,6 @@ Two tables on the linear-Gaussian paper setting (batch 500, one intra-op thread)
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from collections import defaultdict
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_steps import AGGREGATORS, machine
+from bench_steps import AGGREGATORS, machine, write_csv
 
 from mmtrain.batch import Batch
 from mmtrain.config import TrainConfig
@@ -137,15 +136,6 @@ def profile_steps(
     clock.seconds["objective terms"] = clock.seconds.pop("forward") - model_phases
     per_step = {phase: 1000 * clock.seconds[phase] / steps for phase in PHASES}
     return per_step, 1000 * statistics.median(cpu_times), 1000 * statistics.median(wall_times)
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path}")
 
 
 def main() -> None:

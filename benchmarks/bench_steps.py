@@ -24,6 +24,7 @@ from mmtrain.batch import Batch
 from mmtrain.config import TrainConfig
 from mmtrain.data.loader import BatchLoader, build_loader
 from mmtrain.factory import build_model
+from mmtrain.objectives import ObjectiveModule, ObjectiveOutput
 from mmtrain.optim import build_optimizer, postprocess_gradients
 from mmtrain.paper import ExperimentOptions, experiment_config
 from mmtrain.registry import OBJECTIVES
@@ -52,14 +53,22 @@ def time_steps(
     steps: int,
     build: Callable[..., torch.optim.Optimizer] = build_optimizer,
     postprocess: Callable[..., int] = postprocess_gradients,
+    compiled: bool = False,
 ) -> tuple[list[float], list[float]]:
     """Wall-clock and process-CPU seconds of each timed step. With one intra-op thread the
     CPU time barely moves when other jobs share the machine; the wall time does. `build`
     and `postprocess` replace the optimiser factory and the gradient post-processing (to
-    time another version of them in the same process)."""
+    time another version of them in the same process). `compiled` runs the forward as
+    `train.compile: true` does: the objective's module under `torch.compile`."""
     torch.manual_seed(0)
     model = build_model(config.model, loader.plugins)
-    objective = OBJECTIVES.get(config.model.objective)
+    if compiled:
+        compiled_step = torch.compile(ObjectiveModule.from_config(model, config.model))
+
+        def objective(_: object, batch: Batch) -> ObjectiveOutput:
+            return compiled_step(batch)
+    else:
+        objective = OBJECTIVES.get(config.model.objective)
     optimizer = build(model.parameters(), "adam", config.optim.lr)
     batches: list[Batch] = []
     epoch = 0
@@ -80,6 +89,16 @@ def time_steps(
             durations.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
     return durations, cpu_times
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    """The benchmark's rows as a CSV file (columns: the first row's keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path}")
 
 
 def machine() -> str:
@@ -123,12 +142,7 @@ def main() -> None:
                     f"M={m} {aggregator:>22} {objective:>8}: {1 / median:6.2f} steps/s, "
                     f"{1000 * cpu_median:6.1f} CPU ms/step"
                 )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows)
 
 
 if __name__ == "__main__":
