@@ -70,3 +70,10 @@ def tiny_config(tmp_path: Path, *overrides: str) -> TrainConfig:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_TRAIN_CONFIG)
     return load_config(path, [f"output_dir={tmp_path / 'run'}", *overrides])
+
+
+#: `mmtrain eval` flags that keep an evaluation of a tiny run to seconds
+FAST_EVAL = [
+    "--is-samples", "4", "--max-examples", "300", "--max-train-examples", "600",
+    "--classifier-epochs", "1", "--joint-samples", "100", "--probe-examples", "100",
+]  # fmt: skip

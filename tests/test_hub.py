@@ -36,6 +36,7 @@ from mmtrain.cli import main
 from mmtrain.config import load_config
 from mmtrain.errors import CheckpointError, HubError
 from mmtrain.train.loop import train
+from tests.helpers import FAST_EVAL
 
 TINY = """
 data: {source: ivae-bimodal, batch_size: 250}
@@ -44,21 +45,6 @@ model: {aggregator: sum_pooling, latent_dim: 2, feature_dim: 16,
 train: {steps: 8, log_every: 2, eval_every: 4, eval_batches: 1, eval_split: null,
         checkpoint_every: 4, keep_last: 5}
 """
-
-FAST_EVAL = [
-    "--is-samples",
-    "4",
-    "--max-examples",
-    "300",
-    "--max-train-examples",
-    "600",
-    "--classifier-epochs",
-    "1",
-    "--joint-samples",
-    "100",
-    "--probe-examples",
-    "100",
-]
 
 
 @pytest.fixture(scope="module")

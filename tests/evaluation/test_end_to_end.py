@@ -20,6 +20,7 @@ from mmtrain.model import MultiModalVAE
 from mmtrain.priors import build_prior
 from mmtrain.registry import AGGREGATORS, MODALITIES
 from mmtrain.train.loop import train
+from tests.helpers import FAST_EVAL
 
 TINY = """
 data: {source: ivae-bimodal, batch_size: 250}
@@ -27,21 +28,6 @@ model: {aggregator: sum_pooling, latent_dim: 2, feature_dim: 16,
         aggregator_options: {pooling_size: 16, hidden_size: 16}}
 train: {steps: 8, log_every: 2, eval_every: 4, eval_batches: 1, eval_split: null}
 """
-
-FAST_EVAL = [
-    "--is-samples",
-    "4",
-    "--max-examples",
-    "300",
-    "--max-train-examples",
-    "600",
-    "--classifier-epochs",
-    "1",
-    "--joint-samples",
-    "100",
-    "--probe-examples",
-    "100",
-]
 
 
 @pytest.fixture(scope="module")
