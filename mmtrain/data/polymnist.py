@@ -171,6 +171,22 @@ def permuted_tuples(
     return index[order], tuple_labels[order]
 
 
+def _tuple_images(
+    rng: np.random.RandomState,
+    digits: LabelledImages,
+    photos: list[Background],
+    missing_rate: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One tuple per digit: labels `[N]`, images `[M, N, 28, 28, 3]`, availability `[N, M]`."""
+    num_modalities = len(photos)
+    index, labels = permuted_tuples(rng, digits.labels, num_modalities)
+    avail = missing_mask(rng, len(labels), num_modalities, missing_rate)
+    images = np.stack(
+        [composite(digits.pixels[index[:, m]], photos[m].pixels, rng) for m in range(num_modalities)]
+    )
+    return labels, images, avail
+
+
 def _digit_splits(
     mnist: str | None, rng: np.random.RandomState, test_fraction: float
 ) -> tuple[dict[str, LabelledImages], str]:
@@ -200,8 +216,15 @@ def build_polymnist(
     test_fraction: float = 0.2,
     missing_rate: float = 0.0,
     seed: int = 0,
+    train_tuples_per_digit: int = 1,
 ) -> BuiltDataset:
-    """Train and test splits of PolyMNIST tuples `m0..m{M-1}` with a `label` column."""
+    """Train and test splits of PolyMNIST tuples `m0..m{M-1}` with a `label` column.
+
+    `train_tuples_per_digit` r > 1 re-pairs the training digits r times (as MNIST-SVHN's
+    `pairs_per_image` does): r independent within-class permutations per modality, each with
+    fresh crops, so every training digit appears in r tuples of every modality. The first
+    permutation and the test split are the ones r = 1 gives; the others come from their own
+    random stream."""
     if not isinstance(num_modalities, int) or not (
         MIN_MODALITIES <= num_modalities <= MAX_MODALITIES
     ):
@@ -212,6 +235,11 @@ def build_polymnist(
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"polymnist option test_fraction must be in (0, 1), got {test_fraction}")
     check_missing_rate(missing_rate)
+    if not isinstance(train_tuples_per_digit, int) or train_tuples_per_digit < 1:
+        raise ConfigError(
+            "polymnist option train_tuples_per_digit must be a positive integer, got "
+            f"{train_tuples_per_digit!r}"
+        )
     photos = load_backgrounds(num_modalities, backgrounds)
     rng = np.random.RandomState(seed)
     splits, digit_origin = _digit_splits(mnist, rng, test_fraction)
@@ -220,13 +248,20 @@ def build_polymnist(
         {**{name: datasets.Image() for name in names}, "label": datasets.Value("int64")}
     )
     tables = {}
+    repeat_rng = np.random.RandomState([seed, train_tuples_per_digit])
     for split, digits in splits.items():
-        index, labels = permuted_tuples(rng, digits.labels, num_modalities)
-        avail = missing_mask(rng, len(labels), num_modalities, missing_rate)
-        columns: dict[str, pa.Array] = {}
-        for m, name in enumerate(names):
-            images = composite(digits.pixels[index[:, m]], photos[m].pixels, rng)
-            columns[name] = image_column([png(image) for image in images], avail[:, m])
+        draws = [rng] + ([repeat_rng] * (train_tuples_per_digit - 1) if split == "train" else [])
+        parts = [_tuple_images(draw, digits, photos, missing_rate) for draw in draws]
+        labels = np.concatenate([part[0] for part in parts])
+        images = np.concatenate([part[1] for part in parts], 1)
+        avail = np.concatenate([part[2] for part in parts])
+        if len(parts) > 1:
+            order = repeat_rng.permutation(len(labels))
+            labels, images, avail = labels[order], images[:, order], avail[order]
+        columns: dict[str, pa.Array] = {
+            name: image_column([png(image) for image in images[m]], avail[:, m])
+            for m, name in enumerate(names)
+        }
         columns["label"] = pa.array(labels, pa.int64())
         tables[split] = table_with_features(columns, features)
     modalities = {
@@ -241,7 +276,8 @@ def build_polymnist(
     notes = [
         *DIFFERENCES,
         f"Digits: {digit_origin}; train {len(splits['train'])}, test "
-        f"{len(splits['test'])} (one tuple per digit).",
+        f"{len(splits['test'])}; one tuple per digit, except that the training split has "
+        f"{train_tuples_per_digit} (train_tuples_per_digit).",
         f"Backgrounds: {background_origin} (one per modality, listed under 'backgrounds'), "
         "not PolyMNIST's background images"
         + (" unless those are the images given." if backgrounds is not None else "."),

@@ -192,6 +192,35 @@ def test_missing_rate_drops_cells_but_never_a_whole_row(small_mnist):
     assert table.column("label").null_count == 0
 
 
+def test_train_tuples_per_digit_repairs_each_training_digit_that_many_times(small_mnist):
+    """r = 3: every training digit is found (by its crop and binarised pixels) in exactly 3
+    rows of each modality, every row's digits share its label, the repeats pair the digits
+    anew (with 9 digits a class, 3 copies of one pairing would give only 90 distinct pairs),
+    and the test split is byte-identical to r = 1's."""
+    root, pixels, labels, train, _ = small_mnist
+    once = build_polymnist(num_modalities=2, mnist=str(root))
+    thrice = build_polymnist(num_modalities=2, mnist=str(root), train_tuples_per_digit=3)
+    assert thrice.tables["test"].equals(once.tables["test"])
+    assert thrice.tables["train"].num_rows == 3 * len(train)
+    digit_label = {(p > 128).tobytes(): int(d) for p, d in zip(pixels[train], labels[train])}
+    assert len(digit_label) == len(train)
+    finders = [CropFinder(photo_pixels(path)) for path, _ in shipped_photo_paths(2)]
+    rows, row_labels = identify(thrice.tables["train"], finders, digit_label)
+    for m in range(2):
+        assert Counter(keys[m] for keys in rows) == dict.fromkeys(digit_label, 3)
+    assert Counter(row_labels) == Counter(3 * labels[train].tolist())
+    assert len({tuple(keys) for keys in rows}) > 2 * len(train)  # new pairings, not copies
+    assert build_polymnist(
+        num_modalities=2, mnist=str(root), train_tuples_per_digit=3
+    ).tables["train"].equals(thrice.tables["train"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "2"])
+def test_train_tuples_per_digit_must_be_a_positive_integer(bad):
+    with pytest.raises(ConfigError, match="train_tuples_per_digit must be a positive integer"):
+        build_polymnist(num_modalities=2, train_tuples_per_digit=bad)
+
+
 @pytest.mark.parametrize("bad", [1, 11, 0, "3", 2.5])
 def test_num_modalities_outside_2_to_10_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="num_modalities must be an integer from 2 to 10"):
