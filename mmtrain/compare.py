@@ -781,6 +781,15 @@ def _plotted_columns(summary: pd.DataFrame, columns: list[Column], max_panels: i
     return (first + [c for c in available if c not in first])[:max_panels]
 
 
+def error_bar(mean: float, std: float, seeds: int, share: bool) -> tuple[float, float]:
+    """How far a panel's bar reaches below and above `mean`: one std (none for a single
+    seed), cut at 0 and 100 when the value is a share in percent, which cannot leave them."""
+    below = above = std if seeds > 1 else 0.0
+    if share:
+        below, above = min(below, max(mean, 0.0)), min(above, max(100.0 - mean, 0.0))
+    return below, above
+
+
 def _draw_panel(
     ax: Axes, settings: CompareSettings, table: pd.DataFrame, summary: pd.DataFrame, column: Column
 ) -> None:
@@ -803,11 +812,14 @@ def _draw_panel(
             mine = rows[(rows.aggregator == aggregator) & (rows.objective == objective)]
             seeds = scale * mine[column.field].dropna().to_numpy()
             ax.scatter([x] * len(seeds), seeds, s=10, color=colours(j), alpha=0.45, zorder=2)
-            std = float(entry[f"{column.key}_std"])
+            mean = scale * float(entry[f"{column.key}_mean"])
+            below, above = error_bar(
+                mean, scale * float(entry[f"{column.key}_std"]), n, share=scale == 100.0
+            )
             ax.errorbar(
                 [x],
-                [scale * float(entry[f"{column.key}_mean"])],
-                yerr=[scale * std if n > 1 else 0.0],
+                [mean],
+                yerr=[[below], [above]],
                 fmt="o",
                 ms=6,
                 capsize=4,

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from mmtrain.cli import main
-from mmtrain.compare import CELL_KEYS, Cell, CompareSettings, trained_config
+from mmtrain.compare import CELL_KEYS, Cell, CompareSettings, error_bar, trained_config
 from mmtrain.evaluation.tables import from_records, read_csv
 from mmtrain.registry import AGGREGATORS
 from tests.evaluation.test_end_to_end import TINY
@@ -270,3 +270,11 @@ def test_compare_linear_gaussian_takes_the_number_of_modalities(tmp_path: Path) 
     assert "# linear-gaussian (M = 3)" in (out / "compare.md").read_text()
     # Trained runs take their learning rate from the config, never from --lr.
     assert main(["compare", "--experiment", "digits", "--aggregators", "poe", "--lr", "0.1"]) == 2
+
+
+def test_error_bars_of_shares_stop_at_0_and_100_percent() -> None:
+    assert error_bar(5.0, 8.0, seeds=2, share=True) == (5.0, 8.0)
+    assert error_bar(97.0, 8.0, seeds=2, share=True) == (8.0, 3.0)
+    assert error_bar(40.0, 8.0, seeds=2, share=True) == (8.0, 8.0)
+    assert error_bar(-150.0, 8.0, seeds=2, share=False) == (8.0, 8.0)
+    assert error_bar(5.0, float("nan"), seeds=1, share=True) == (0.0, 0.0)
