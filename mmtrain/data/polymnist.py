@@ -182,7 +182,10 @@ def _tuple_images(
     index, labels = permuted_tuples(rng, digits.labels, num_modalities)
     avail = missing_mask(rng, len(labels), num_modalities, missing_rate)
     images = np.stack(
-        [composite(digits.pixels[index[:, m]], photos[m].pixels, rng) for m in range(num_modalities)]
+        [
+            composite(digits.pixels[index[:, m]], photos[m].pixels, rng)
+            for m in range(num_modalities)
+        ]
     )
     return labels, images, avail
 

@@ -210,9 +210,11 @@ def test_train_tuples_per_digit_repairs_each_training_digit_that_many_times(smal
         assert Counter(keys[m] for keys in rows) == dict.fromkeys(digit_label, 3)
     assert Counter(row_labels) == Counter(3 * labels[train].tolist())
     assert len({tuple(keys) for keys in rows}) > 2 * len(train)  # new pairings, not copies
-    assert build_polymnist(
-        num_modalities=2, mnist=str(root), train_tuples_per_digit=3
-    ).tables["train"].equals(thrice.tables["train"])
+    assert (
+        build_polymnist(num_modalities=2, mnist=str(root), train_tuples_per_digit=3)
+        .tables["train"]
+        .equals(thrice.tables["train"])
+    )
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, "2"])
