@@ -212,6 +212,52 @@ def _digit_splits(
     return {"train": every.subset(train), "test": every.subset(test)}, origin
 
 
+def _check_options(
+    num_modalities: int, test_fraction: float, missing_rate: float, train_tuples_per_digit: int
+) -> None:
+    if not isinstance(num_modalities, int) or not (
+        MIN_MODALITIES <= num_modalities <= MAX_MODALITIES
+    ):
+        raise ConfigError(
+            f"polymnist option num_modalities must be an integer from {MIN_MODALITIES} to "
+            f"{MAX_MODALITIES}, got {num_modalities!r}"
+        )
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"polymnist option test_fraction must be in (0, 1), got {test_fraction}")
+    check_missing_rate(missing_rate)
+    if not isinstance(train_tuples_per_digit, int) or train_tuples_per_digit < 1:
+        raise ConfigError(
+            "polymnist option train_tuples_per_digit must be a positive integer, got "
+            f"{train_tuples_per_digit!r}"
+        )
+
+
+def _split_table(
+    draws: list[np.random.RandomState],
+    shuffle_rng: np.random.RandomState,
+    digits: LabelledImages,
+    photos: list[Background],
+    missing_rate: float,
+    features: datasets.Features,
+) -> pa.Table:
+    """One split's table: a tuple per digit for each random stream in `draws`, shuffled
+    together by `shuffle_rng` when there is more than one."""
+    parts = [_tuple_images(draw, digits, photos, missing_rate) for draw in draws]
+    labels = np.concatenate([part[0] for part in parts])
+    images = np.concatenate([part[1] for part in parts], 1)
+    avail = np.concatenate([part[2] for part in parts])
+    if len(parts) > 1:
+        order = shuffle_rng.permutation(len(labels))
+        labels, images, avail = labels[order], images[:, order], avail[order]
+    names = [name for name in features if name != "label"]
+    columns: dict[str, pa.Array] = {
+        name: image_column([png(image) for image in images[m]], avail[:, m])
+        for m, name in enumerate(names)
+    }
+    columns["label"] = pa.array(labels, pa.int64())
+    return table_with_features(columns, features)
+
+
 def build_polymnist(
     num_modalities: int = 5,
     backgrounds: str | None = None,
@@ -228,21 +274,7 @@ def build_polymnist(
     fresh crops, so every training digit appears in r tuples of every modality. The first
     permutation and the test split are the ones r = 1 gives; the others come from their own
     random stream."""
-    if not isinstance(num_modalities, int) or not (
-        MIN_MODALITIES <= num_modalities <= MAX_MODALITIES
-    ):
-        raise ConfigError(
-            f"polymnist option num_modalities must be an integer from {MIN_MODALITIES} to "
-            f"{MAX_MODALITIES}, got {num_modalities!r}"
-        )
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"polymnist option test_fraction must be in (0, 1), got {test_fraction}")
-    check_missing_rate(missing_rate)
-    if not isinstance(train_tuples_per_digit, int) or train_tuples_per_digit < 1:
-        raise ConfigError(
-            "polymnist option train_tuples_per_digit must be a positive integer, got "
-            f"{train_tuples_per_digit!r}"
-        )
+    _check_options(num_modalities, test_fraction, missing_rate, train_tuples_per_digit)
     photos = load_backgrounds(num_modalities, backgrounds)
     rng = np.random.RandomState(seed)
     splits, digit_origin = _digit_splits(mnist, rng, test_fraction)
@@ -254,19 +286,7 @@ def build_polymnist(
     repeat_rng = np.random.RandomState([seed, train_tuples_per_digit])
     for split, digits in splits.items():
         draws = [rng] + ([repeat_rng] * (train_tuples_per_digit - 1) if split == "train" else [])
-        parts = [_tuple_images(draw, digits, photos, missing_rate) for draw in draws]
-        labels = np.concatenate([part[0] for part in parts])
-        images = np.concatenate([part[1] for part in parts], 1)
-        avail = np.concatenate([part[2] for part in parts])
-        if len(parts) > 1:
-            order = repeat_rng.permutation(len(labels))
-            labels, images, avail = labels[order], images[:, order], avail[order]
-        columns: dict[str, pa.Array] = {
-            name: image_column([png(image) for image in images[m]], avail[:, m])
-            for m, name in enumerate(names)
-        }
-        columns["label"] = pa.array(labels, pa.int64())
-        tables[split] = table_with_features(columns, features)
+        tables[split] = _split_table(draws, repeat_rng, digits, photos, missing_rate, features)
     modalities = {
         name: ModalitySpec(name, "image", {"channels": 3, "height": SIZE, "width": SIZE})
         for name in names
