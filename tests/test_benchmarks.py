@@ -35,3 +35,19 @@ def test_gpu_summary_tables_are_markdown() -> None:
         "| attention | 0.25 |",
         "| mixture |  |",
     ]
+
+
+def test_matmul_recorder_counts_a_linear_layers_products_and_flops() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from bench_matmul_floor import MatmulRecorder
+
+    layer = torch.nn.Linear(7, 3)
+    x = torch.randn(5, 7, requires_grad=True)
+    recorder = MatmulRecorder()
+    with recorder:
+        layer(x).sum().backward()
+    # forward addmm [5,7]x[7,3]; backward: grad x = [5,3]x[3,7], grad W = [3,5]x[5,7]
+    assert sum(recorder.calls.values()) == 3
+    assert sum(n * call.flops() for call, n in recorder.calls.items()) == 3 * 2 * 5 * 7 * 3
+    assert all(call.replay_cpu_seconds(2) >= 0 for call in recorder.calls)
