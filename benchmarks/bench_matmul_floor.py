@@ -20,7 +20,6 @@ step's products (the model's arithmetic) as they are.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import statistics
 import time
@@ -30,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_steps import AGGREGATORS, experiment, machine, time_steps, write_csv
+from bench_steps import AGGREGATORS, experiment, machine, time_steps, train_step, write_csv
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmtrain.data.loader import build_loader
+from mmtrain.config import TrainConfig
+from mmtrain.data.loader import BatchLoader, build_loader
 from mmtrain.factory import build_model
-from mmtrain.optim import build_optimizer, postprocess_gradients
+from mmtrain.optim import build_optimizer
 from mmtrain.registry import OBJECTIVES
 
 MATMULS = {
@@ -108,26 +108,20 @@ class MatmulRecorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def record_step(aggregator: str, objective: str, batch_size: int) -> MatmulRecorder:
+def record_step(config: TrainConfig, loader: BatchLoader) -> MatmulRecorder:
     """The matrix products of one full training step (forward, backward, post-processing,
     Adam) on the cell's model, after one warm-up step."""
-    config = experiment(aggregator, objective, 5, batch_size)
-    loader = build_loader(config.data)
     loader.set_epoch(0)
     batches = iter(loader)
     torch.manual_seed(0)
     model = build_model(config.model, loader.plugins)
     optimizer = build_optimizer(model.parameters(), "adam", config.optim.lr)
-    step_objective = OBJECTIVES.get(config.model.objective)
+    objective = OBJECTIVES.get(config.model.objective)
+    clip = config.optim.gradient.clip
+    train_step(model, objective, optimizer, next(batches), clip)
     recorder = MatmulRecorder()
-    for index in range(2):
-        batch = next(batches)
-        with recorder if index == 1 else contextlib.nullcontext():
-            out = step_objective(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            postprocess_gradients(model.parameters(), "elementwise", config.optim.gradient.clip)
-            optimizer.step()
+    with recorder:
+        train_step(model, objective, optimizer, next(batches), clip)
     return recorder
 
 
@@ -153,7 +147,7 @@ def main() -> None:
             loader = build_loader(config.data)
             _, cpu_times = time_steps(config, loader, args.warmup, args.steps)
             step_ms = 1000 * statistics.median(cpu_times)
-            recorder = record_step(aggregator, objective, args.batch_size)
+            recorder = record_step(config, loader)
             calls = recorder.calls
             floor_s = sum(n * c.replay_cpu_seconds(args.repeats) for c, n in calls.items())
             flops = sum(n * c.flops() for c, n in calls.items())

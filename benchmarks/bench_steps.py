@@ -46,6 +46,23 @@ def experiment(aggregator: str, objective: str, modalities: int, batch_size: int
     return experiment_config("linear-gaussian", options)
 
 
+def train_step(
+    model: torch.nn.Module,
+    objective: Callable[..., ObjectiveOutput],
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    clip: float,
+    postprocess: Callable[..., int] = postprocess_gradients,
+) -> None:
+    """One benchmarked step: the objective, backward, the paper's gradient post-processing
+    (NaN→0, elementwise clip) and the optimiser."""
+    out = objective(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    postprocess(model.parameters(), "elementwise", clip)
+    optimizer.step()
+
+
 def time_steps(
     config: TrainConfig,
     loader: BatchLoader,
@@ -80,11 +97,7 @@ def time_steps(
     clip = config.optim.gradient.clip
     for i, batch in enumerate(batches[: warmup + steps]):
         start, cpu_start = time.perf_counter(), time.process_time()
-        out = objective(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        postprocess(model.parameters(), "elementwise", clip)
-        optimizer.step()
+        train_step(model, objective, optimizer, batch, clip, postprocess)
         if i >= warmup:
             durations.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
